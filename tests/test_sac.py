@@ -1,0 +1,541 @@
+"""Quick checks of sac_continuous.py: correctness at episode boundaries, checkpoints, resume,
+determinism, a learning check, and bad input."""
+
+import glob
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import tests.toy_envs  # noqa: F401  (registers the toy envs)
+from sac_continuous import Actor, TwinCritic, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def run_dir(args):
+    return os.path.join(args.runs_dir, args.run_name)
+
+
+def critic_from(checkpoint):
+    obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
+    qf = TwinCritic(obs_dim, act_dim, checkpoint["args"]["hidden_size"])
+    qf.load_state_dict(checkpoint["qf"])
+    return qf
+
+
+def buffer_rows(checkpoint):
+    storage = checkpoint["buffer"]["storage"]
+    obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
+    return storage.split([obs_dim, obs_dim, act_dim, 1, 1], dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Episode boundaries
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_no_transition_spans_an_episode_boundary(tiny, num_envs):
+    args = tiny(
+        env_id="tests.toy_envs:Counter-v0",
+        num_envs=num_envs,
+        total_timesteps=600,
+        learning_starts=600,
+        save_buffer=True,
+    )
+    train(args)
+    checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
+    obs, next_obs, _, rewards, terminations = buffer_rows(checkpoint)
+    t, episode, end = obs[:, 0], obs[:, 1], obs[:, 2]
+    next_t, next_episode = next_obs[:, 0], next_obs[:, 1]
+    # Every stored transition is one step of one episode: the reset step never enters.
+    assert torch.equal(next_t, t + 1)
+    assert torch.equal(next_episode, episode)
+    assert torch.all(rewards == 1)
+    # Terminated exactly when the episode reached its end; a time-limit truncation (t=5 on an
+    # episode that would go on to 7) is stored as not terminated, so the update bootstraps it.
+    assert torch.equal(terminations.flatten(), (next_t == end).float())
+    truncated = (next_t == 5) & (end == 7)
+    assert truncated.any() and torch.all(terminations.flatten()[truncated] == 0)
+    assert (terminations == 1).any()
+    # All env steps but the reset steps are stored: one reset step per finished episode.
+    episodes_finished = int((terminations.flatten() == 1).sum() + truncated.sum())
+    assert (
+        args.total_timesteps - episodes_finished
+        <= len(t)
+        <= args.total_timesteps - episodes_finished + num_envs
+    )
+
+
+def q_values(checkpoint, observations):
+    """Mean of both critics over random in-bound actions: the toy rewards ignore the action."""
+    qf = critic_from(checkpoint)
+    obs = torch.tensor(observations, dtype=torch.float32).repeat_interleave(64, dim=0)
+    actions = torch.rand(len(obs), checkpoint["action_shape"][0]) * 2 - 1
+    with torch.no_grad():
+        return qf(obs, actions).mean(0).view(len(observations), 64).mean(1)
+
+
+def test_truncation_bootstraps_and_termination_does_not(tiny):
+    common = dict(
+        gamma=0.5,
+        alpha=0.0,
+        autotune=False,
+        total_timesteps=3000,
+        learning_starts=300,
+        batch_size=128,
+        hidden_size=64,
+        q_lr=3e-3,
+    )
+    truncated = tiny(env_id="tests.toy_envs:ConstantTruncated-v0", run_name="truncated", **common)
+    terminating = tiny(env_id="tests.toy_envs:Terminating-v0", run_name="terminating", **common)
+    train(truncated)
+    train(terminating)
+    # Truncated at 5 steps, the return still continues in principle: Q = 1 / (1 - 0.5) = 2.
+    # Had truncation been treated as termination, Q would settle near 1.67.
+    q = q_values(load(os.path.join(run_dir(truncated), "checkpoint.pt")), [[0, 0, 0, 0]])
+    assert abs(float(q[0]) - 2.0) < 0.1, q
+    # Terminating at t=3: Q(t) = 1 + 0.5 + 0.25 cut off at the end, no bootstrap past it.
+    q = q_values(
+        load(os.path.join(run_dir(terminating), "checkpoint.pt")), [[0, 0, 3, 1], [1, 0, 3, 1], [2, 0, 3, 1]]
+    )
+    assert torch.allclose(q, torch.tensor([1.75, 1.5, 1.0]), atol=0.1), q
+
+
+def test_actions_stay_inside_asymmetric_bounds(tiny):
+    # The env raises on any action outside low=[-3, 0.5], high=[-1, 2]; the policy and the
+    # random warm-up both act, and the evaluation too.
+    args = tiny(
+        env_id="tests.toy_envs:AsymmetricBounds-v0",
+        total_timesteps=1500,
+        learning_starts=200,
+        eval_episodes=2,
+        save_buffer=True,
+    )
+    train(args)
+    checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
+    actions = buffer_rows(checkpoint)[2]
+    low, high = torch.tensor([-3.0, 0.5]), torch.tensor([-1.0, 2.0])
+    assert torch.all(actions >= low) and torch.all(actions <= high)
+    actor = Actor(4, 2, 32, low.numpy(), high.numpy())
+    actor.load_state_dict(checkpoint["actor"])
+    sampled, _ = actor(torch.randn(1000, 4) * 10)
+    assert torch.all(sampled >= low) and torch.all(sampled <= high)
+
+
+# --------------------------------------------------------------------------------------------
+# Smoke runs, logging, checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v4", "Walker2d-v5"])
+def test_smoke_run_writes_logs_checkpoints_and_summary(tiny, env_id):
+    args = tiny(
+        env_id=env_id,
+        total_timesteps=1100,
+        learning_starts=500,
+        eval_every=1000,
+        eval_episodes=1,
+        checkpoint_every=500,
+    )
+    summary = train(args)
+    directory = run_dir(args)
+    assert summary["global_step"] == 1100 and np.isfinite(summary["final_eval_mean"])
+    assert json.load(open(os.path.join(directory, "summary.json"))) == summary
+    snapshots = sorted(os.listdir(os.path.join(directory, "models")))
+    assert snapshots == ["step_00000500.pt", "step_00001000.pt", "step_00001100.pt"]
+    assert os.path.exists(os.path.join(directory, "final_model.pt"))
+    events = EventAccumulator(directory)
+    events.Reload()
+    keys = set(events.Tags()["scalars"])
+    expected = {
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/SPS",
+        "losses/qf1_values",
+        "losses/qf2_values",
+        "losses/qf1_loss",
+        "losses/qf2_loss",
+        "losses/qf_loss",
+        "losses/actor_loss",
+        "losses/alpha",
+        "losses/alpha_loss",
+        "eval/episodic_return",
+    }
+    assert expected <= keys, expected - keys
+    assert [e.step for e in events.Scalars("eval/episodic_return")] == [1000, 1100]
+
+
+def test_checkpoint_round_trip(tiny):
+    args = tiny(total_timesteps=400, learning_starts=100)
+    train(args)
+    checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
+    model = load(os.path.join(run_dir(args), "final_model.pt"))
+    for key in (
+        "format",
+        "format_version",
+        "algorithm",
+        "env_id",
+        "args",
+        "observation_shape",
+        "action_shape",
+        "action_low",
+        "action_high",
+        "global_step",
+        "actor",
+    ):
+        assert checkpoint[key] is not None and key in model
+    assert checkpoint["kind"] == "training" and model["kind"] == "model"
+    assert checkpoint["algorithm"] == "sac" and checkpoint["env_id"] == "Pendulum-v1"
+    assert checkpoint["global_step"] == model["global_step"] == 400
+    assert "buffer" not in checkpoint  # only with --save-buffer
+    actor = Actor(3, 1, 32, np.array(model["action_low"]), np.array(model["action_high"]))
+    actor.load_state_dict(model["actor"])
+    obs = torch.randn(5, 3)
+    qf = critic_from(checkpoint)
+    assert qf(obs, actor.deterministic(obs)).shape == (2, 5)
+    assert torch.all(actor.deterministic(obs).abs() <= 2.0)
+
+
+def assert_same_training_state(a, b):
+    for key in ("actor", "qf", "qf_target"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs"
+    assert torch.equal(a["log_alpha"], b["log_alpha"])
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])
+def test_resume_with_saved_buffer_continues_exactly(tiny, env_id):
+    # Hopper falls often (episode boundaries around the split); the split lands mid-episode.
+    common = dict(env_id=env_id, learning_starts=200, save_buffer=True, eval_episodes=2)
+    straight = tiny(run_name="straight", total_timesteps=1000, **common)
+    train(straight)
+    first_half = tiny(run_name="split", total_timesteps=533, **common)
+    train(first_half)
+    resumed = train(
+        tiny(
+            run_name="split",
+            total_timesteps=1000,
+            resume=os.path.join(run_dir(first_half), "checkpoint.pt"),
+            **common,
+        )
+    )
+    a = load(os.path.join(run_dir(straight), "checkpoint.pt"))
+    b = load(os.path.join(run_dir(first_half), "checkpoint.pt"))
+    assert b["global_step"] == 1000
+    assert_same_training_state(a, b)
+    assert torch.equal(a["buffer"]["storage"], b["buffer"]["storage"])
+    assert (
+        resumed["final_eval_mean"]
+        == json.load(open(os.path.join(run_dir(straight), "summary.json")))["final_eval_mean"]
+    )
+
+
+def test_resume_without_buffer_refills_and_finishes(tiny, capsys):
+    first = tiny(total_timesteps=500, learning_starts=200)
+    train(first)
+    summary = train(
+        tiny(total_timesteps=900, learning_starts=200, resume=os.path.join(run_dir(first), "checkpoint.pt"))
+    )
+    assert summary["global_step"] == 900
+    assert "refilling it for 200 steps" in capsys.readouterr().out
+
+
+def test_same_seed_gives_identical_runs(tiny):
+    summaries = [
+        train(tiny(run_name=name, total_timesteps=500, learning_starts=100, eval_episodes=2))
+        for name in ("one", "two")
+    ]
+    assert summaries[0]["final_eval_mean"] == summaries[1]["final_eval_mean"]
+    a, b = (load(os.path.join(tiny().runs_dir, name, "checkpoint.pt")) for name in ("one", "two"))
+    assert_same_training_state(a, b)
+    other = train(tiny(run_name="other", seed=2, total_timesteps=500, learning_starts=100, eval_episodes=2))
+    assert other["final_eval_mean"] != summaries[0]["final_eval_mean"]
+
+
+def scalar_steps(directory, tag):
+    events = EventAccumulator(directory)
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def start(args_list, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "sac_continuous.py", *args_list],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def wait_for_step(path, step, process, timeout=120):
+    """Wait until the checkpoint at `path` has reached `step`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if load(path)["global_step"] >= step:
+                return
+        except (FileNotFoundError, RuntimeError, EOFError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(path)
+
+
+def test_sigterm_then_sigkill_then_resume_completes(tmp_path):
+    flags = [
+        "--env-id",
+        "HalfCheetah-v4",
+        "--total-timesteps",
+        "3000",
+        "--learning-starts",
+        "300",
+        "--batch-size",
+        "32",
+        "--hidden-size",
+        "32",
+        "--checkpoint-every",
+        "200",
+        "--eval-every",
+        "0",
+        "--eval-episodes",
+        "0",
+        "--runs-dir",
+        str(tmp_path),
+        "--run-name",
+        "run",
+        "--no-cuda",
+        "--threads",
+        "1",
+    ]
+    checkpoint = str(tmp_path / "run" / "checkpoint.pt")
+    process = start(flags)
+    wait_for_step(checkpoint, 400, process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in out and "Traceback" not in err
+    stopped_at = load(checkpoint)["global_step"]
+    assert stopped_at >= 400
+
+    process = start(["--resume", checkpoint])
+    wait_for_step(checkpoint, stopped_at + 600, process)
+    process.kill()  # SIGKILL: no chance to write anything
+    process.wait()
+    killed_at = load(checkpoint)["global_step"]  # the last checkpoint is intact and loadable
+    assert killed_at >= stopped_at + 600
+
+    process = start(["--resume", checkpoint])
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["global_step"] == 3000
+    # TensorBoard continues: one point per step, what the killed run logged after its last
+    # checkpoint is purged.
+    steps = scalar_steps(str(tmp_path / "run"), "losses/qf_loss")
+    assert steps == sorted(set(steps)) and steps[-1] == 3000
+    assert not glob.glob(str(tmp_path / "run" / "*.tmp"))
+
+
+# --------------------------------------------------------------------------------------------
+# Learning
+# --------------------------------------------------------------------------------------------
+
+
+def test_sac_learns_pendulum(tiny):
+    # Random policy: about -1200. SAC with these settings reaches about -150 by 6000 steps.
+    summary = train(
+        tiny(
+            env_id="Pendulum-v1",
+            total_timesteps=6000,
+            learning_starts=500,
+            batch_size=128,
+            hidden_size=64,
+            q_lr=1e-3,
+            policy_frequency=1,
+            buffer_size=10_000,
+            eval_episodes=10,
+        )
+    )
+    assert summary["final_eval_mean"] > -400, summary
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+
+def expect_error(args, *fragments):
+    with pytest.raises(SystemExit) as raised:
+        train(args)
+    message = str(raised.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_bad_hyperparameters_and_envs(tiny):
+    expect_error(tiny(env_id="HalfCheeta-v4"), "unknown env id", "HalfCheetah-v4")
+    expect_error(tiny(env_id="CartPole-v1"), "Box")
+    expect_error(tiny(batch_size=512, buffer_size=100), "--batch-size 512 is larger than --buffer-size 100")
+    expect_error(tiny(total_timesteps=-5), "--total-timesteps must be positive")
+    expect_error(tiny(gamma=1.5), "--gamma")
+    expect_error(tiny(alpha=0.0, autotune=True), "--alpha")
+
+
+@pytest.fixture
+def finished_checkpoint(tiny):
+    args = tiny(env_id="HalfCheetah-v4", total_timesteps=300, learning_starts=100)
+    train(args)
+    return os.path.join(run_dir(args), "checkpoint.pt")
+
+
+def test_bad_resume(tiny, finished_checkpoint, tmp_path):
+    def untouched_after(args, *fragments):
+        before = open(finished_checkpoint, "rb").read()
+        expect_error(args, *fragments)
+        assert open(finished_checkpoint, "rb").read() == before
+
+    expect_error(tiny(resume=str(tmp_path / "missing.pt")), "checkpoint not found")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(open(finished_checkpoint, "rb").read()[:5000])
+    expect_error(tiny(resume=str(truncated)), "cannot read checkpoint")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    expect_error(tiny(resume=str(garbage)), "cannot read checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    expect_error(tiny(resume=str(foreign)), "not a checkpoint of this project")
+
+    checkpoint = load(finished_checkpoint)
+    for change, fragments in [
+        ({"algorithm": "ppo"}, ["ppo checkpoint"]),
+        ({"observation_shape": [5]}, ["shapes"]),
+        ({"kind": "model"}, ["policy only"]),
+    ]:
+        altered = tmp_path / "altered.pt"
+        torch.save({**checkpoint, **change}, altered)
+        expect_error(tiny(resume=str(altered), env_id="HalfCheetah-v4", learning_starts=100), *fragments)
+    untouched_after(
+        tiny(resume=finished_checkpoint, env_id="Walker2d-v4"),
+        "trained with --env-id HalfCheetah-v4, not Walker2d-v4",
+    )
+    untouched_after(tiny(env_id="HalfCheetah-v4"), "already holds a run")  # same --run-name
+
+
+class RunsCode:
+    """Unpickling this would call os.system: a crafted 'checkpoint'."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickle_is_refused_not_executed(tiny, tmp_path):
+    marker = tmp_path / "code_ran"
+    crafted = tmp_path / "crafted.pt"
+    torch.save(
+        {"format": "mujoco-actor-critic-checkpoint", "payload": RunsCode(marker)},
+        crafted,
+        pickle_module=pickle,
+    )
+    expect_error(tiny(resume=str(crafted)), "cannot read checkpoint")
+    assert not marker.exists()
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny):
+    # Step 300 pays an infinite reward; checkpoints every 200 steps.
+    args = tiny(
+        env_id="tests.toy_envs:InfiniteReward-v0",
+        total_timesteps=2000,
+        learning_starts=100,
+        batch_size=64,
+        checkpoint_every=200,
+    )
+    message = expect_error(args, "non-finite", "Last good checkpoint")
+    step = int(message.split("at step ")[1].split(";")[0])
+    assert 300 < step <= 2000
+    checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
+    assert checkpoint["global_step"] < step and f"(step {checkpoint['global_step']})" in message
+    assert all(torch.isfinite(t).all() for t in checkpoint["qf"].values())
+
+
+def test_command_line_errors_are_one_line():
+    result = subprocess.run(
+        [sys.executable, "sac_continuous.py", "--env-id", "Walker2d-v9"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: unknown env id 'Walker2d-v9'") and "Walker2d-v4" in last
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Weights & Biases offline, and evaluation videos
+# --------------------------------------------------------------------------------------------
+
+
+def test_track_offline_and_capture_video(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "MUJOCO_GL": "egl"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "sac_continuous.py",
+            "--env-id",
+            "InvertedPendulum-v4",
+            "--total-timesteps",
+            "300",
+            "--learning-starts",
+            "100",
+            "--batch-size",
+            "32",
+            "--hidden-size",
+            "32",
+            "--eval-episodes",
+            "1",
+            "--track",
+            "--capture-video",
+            "--runs-dir",
+            str(tmp_path),
+            "--run-name",
+            "run",
+            "--no-cuda",
+            "--threads",
+            "1",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*"))
+    videos = glob.glob(str(tmp_path / "run" / "videos" / "*.mp4"))
+    assert videos
+    import imageio
+
+    with imageio.get_reader(videos[0], "ffmpeg") as video:
+        assert video.count_frames() >= 1
