@@ -272,9 +272,9 @@ def scalar_steps(directory, tag):
     return [event.step for event in events.Scalars(tag)]
 
 
-def start(args_list, **kwargs):
+def start(args_list, script="sac_continuous.py", **kwargs):
     return subprocess.Popen(
-        [sys.executable, "sac_continuous.py", *args_list],
+        [sys.executable, script, *args_list],
         cwd=REPO,
         text=True,
         stdout=subprocess.PIPE,
@@ -380,9 +380,9 @@ def test_sac_learns_pendulum(tiny):
 # --------------------------------------------------------------------------------------------
 
 
-def expect_error(args, *fragments):
+def expect_error(args, *fragments, run=train):
     with pytest.raises(SystemExit) as raised:
-        train(args)
+        run(args)
     message = str(raised.value.code)
     assert message.startswith("error: ") and "\n" not in message, message
     for fragment in fragments:

@@ -1,0 +1,495 @@
+"""Training speed of our PPO (`ppo_continuous.py`) against Stable-Baselines3's PPO.
+
+Run it from the repository root:
+
+    pip install -r benchmarks/requirements.txt && python benchmarks/ppo_speed.py
+
+Useful options: `--repeats 3 --steps 12288 --threads 1`, `--impls ours,sb3`,
+`--extra-ours "--some-flag 1"`, `--json results.json`.
+
+What it measures
+----------------
+Training throughput after the first iteration, in env steps per second, of the two
+implementations under identical settings: HalfCheetah-v4, one env, rollouts of 2048 steps, 10
+epochs of 32 minibatches of 64, separate 64x64 tanh MLPs for the policy and the value function
+(orthogonal init, state-independent log std), Adam with a constant lr 3e-4 (no annealing),
+gamma 0.99, GAE lambda 0.95, clip 0.2, no value-loss clipping, entropy coefficient 0, value
+coefficient 0.5, max grad norm 0.5, per-minibatch advantage normalization, no observation or
+reward normalization, the same seed, CPU only and the same torch thread count
+(torch.set_num_threads in each child, plus OMP_NUM_THREADS and MKL_NUM_THREADS in the child's
+environment). Our script gets `--no-clip-vloss --no-norm-obs --no-norm-reward --no-anneal-lr` to
+match SB3's defaults (clip_range_vf=None, no VecNormalize, constant learning rate).
+
+Each run is a fresh child process that trains for T = `--steps` env steps, a whole number of
+rollouts (default 6 rollouts, 12288 steps). The first iteration (first rollout and first update)
+is a warm-up and is not timed; the reported steps/s covers the other T/2048 - 1 iterations, the
+window [2048, T]:
+
+- ours: `steady_sps` from `<runs_dir>/<run_name>/summary.json`, which our script writes:
+  (global_step - 2048) / time from the end of its first iteration (after its first update) to
+  the end of training. Its window closes after its final checkpoint write (networks of 64x64,
+  well under 1%).
+- SB3: a callback takes time.perf_counter() when the second rollout starts (`_on_rollout_start`
+  the second time, right after the first training phase) and again when training ends;
+  steps/s = (final num_timesteps - num_timesteps at the second rollout start) / elapsed.
+
+Both count env steps the same way, but they spend them slightly differently: with Gymnasium
+1.x's next-step autoreset our rollout spends one of its steps on each env reset (no physics step,
+no transition, no loss: HalfCheetah's 1000-step episodes make that about 2 of every 2048 steps,
+so our minibatches are ~0.1% smaller), while SB3's DummyVecEnv resets inside the step that ends
+an episode and then evaluates the value of the final observation to bootstrap the time limit.
+HalfCheetah never terminates early, so both see the same episode boundaries whatever the policy.
+Not matched, and irrelevant to speed: our value loss is 0.5 * MSE before vf_coef, SB3's is MSE.
+
+Runs alternate between the implementations and the order is swapped every repeat (ours first on
+even repeats, SB3 first on odd ones) to cancel slow drift in machine load. Every run uses the
+same seed.
+
+Process-level timings are noisy on a shared machine: every run line shows the 1-minute load
+average just before it started; anything else running on the cores skews the numbers. Prefer
+the median of the per-pair ratios, and a larger `--steps` (more timed iterations) when the
+pairs disagree. These networks are tiny, so a second torch thread buys nothing, and on this
+project's 2-core VM it can make SB3 many times slower (small operations hand work between the
+threads slowly): the default is 1 thread on both sides, as ppo_continuous.py defaults to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMPLS = ("ours", "sb3")
+
+# The settings both sides share (see the module docstring).
+NUM_STEPS = 2048  # env steps per rollout (one env)
+BATCH_SIZE = 64  # minibatch size: NUM_STEPS // BATCH_SIZE = 32 minibatches
+EPOCHS = 10
+HIDDEN = 64
+LR = 3e-4
+GAMMA = 0.99
+GAE_LAMBDA = 0.95
+CLIP = 0.2
+ENT_COEF = 0.0
+VF_COEF = 0.5
+MAX_GRAD_NORM = 0.5
+
+
+@dataclass
+class RunResult:
+    impl: str
+    repeat: int
+    steps_per_s: float
+    wall_s: float  # wall time of the whole child process, start-up and warm-up included
+    load_before: float | None  # 1-minute load average just before the run
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Steps/s after the first iteration of our PPO vs Stable-Baselines3 PPO.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--env-id", default="HalfCheetah-v4")
+    p.add_argument("--repeats", type=int, default=3, help="pairs of runs (one per impl each)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=6 * NUM_STEPS,
+        help=f"T: total env steps per run, a multiple of {NUM_STEPS} (one rollout); the first "
+        "rollout and update are not timed",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads in every child")
+    p.add_argument("--impls", default="ours,sb3", help="comma-separated subset of: ours,sb3")
+    p.add_argument(
+        "--extra-ours",
+        default="",
+        help="extra flags for our script, one string (absolute paths: it runs in a temp dir)",
+    )
+    p.add_argument("--script", type=Path, default=REPO_ROOT / "ppo_continuous.py")
+    p.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
+    p.add_argument("--keep-runs", action="store_true", help="keep our script's run directories")
+    p.add_argument("--child-timeout", type=float, default=3600.0, help="seconds per child run")
+    p.add_argument("--verbose", action="store_true", help="show every child's output")
+    # Internal: the SB3 side runs as a child of this script.
+    p.add_argument("--worker", choices=["sb3"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    args.script = args.script.resolve()  # children run in a temporary directory
+    args.impls = [s.strip() for s in args.impls.split(",") if s.strip()]
+    unknown = [s for s in args.impls if s not in IMPLS]
+    if unknown or not args.impls:
+        p.error(f"--impls must be a comma-separated subset of {','.join(IMPLS)}, got {unknown}")
+    if args.repeats <= 0 or args.threads <= 0:
+        p.error("--repeats and --threads must be positive")
+    if args.steps % NUM_STEPS != 0 or args.steps < 2 * NUM_STEPS:
+        p.error(
+            f"--steps must be a whole number of {NUM_STEPS}-step rollouts, at least 2 (the first "
+            f"is not timed), got {args.steps}; e.g. {max(2, round(args.steps / NUM_STEPS)) * NUM_STEPS}"
+        )
+    return args
+
+
+# --------------------------------------------------------------------------- SB3 worker (child)
+
+
+def sb3_worker(args: argparse.Namespace) -> None:
+    """Train SB3's PPO for T steps and write the timing of all but the first iteration as JSON."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class SteadyTimer(BaseCallback):
+        """Times the window from the start of the second rollout to the end of training."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rollouts = 0
+            self.start_time: float | None = None
+            self.start_steps = 0
+            self.end_time = 0.0
+            self.end_steps = 0
+
+        def _on_rollout_start(self) -> None:
+            # learn() alternates collect_rollouts() and train(); the second rollout starts right
+            # after the first training phase, where our script's window opens too.
+            self.rollouts += 1
+            if self.rollouts == 2:
+                self.start_time = time.perf_counter()
+                self.start_steps = self.model.num_timesteps
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_training_end(self) -> None:
+            self.end_time = time.perf_counter()
+            self.end_steps = self.model.num_timesteps
+
+    env = gym.make(args.env_id)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        learning_rate=LR,
+        n_steps=NUM_STEPS,
+        batch_size=BATCH_SIZE,
+        n_epochs=EPOCHS,
+        gamma=GAMMA,
+        gae_lambda=GAE_LAMBDA,
+        clip_range=CLIP,
+        ent_coef=ENT_COEF,
+        vf_coef=VF_COEF,
+        max_grad_norm=MAX_GRAD_NORM,
+        policy_kwargs={
+            "net_arch": {"pi": [HIDDEN, HIDDEN], "vf": [HIDDEN, HIDDEN]},
+            "activation_fn": torch.nn.Tanh,
+        },
+        device="cpu",
+        seed=args.seed,
+        verbose=0,
+    )
+    timer = SteadyTimer()
+    model.learn(args.steps, callback=timer)
+    if timer.start_time is None:
+        raise BenchmarkError("SB3 never started its second rollout")
+
+    steps = timer.end_steps - timer.start_steps
+    elapsed = timer.end_time - timer.start_time
+    policy = model.policy
+    result = {
+        "steady_sps": steps / elapsed,
+        "steady_steps": steps,
+        "steady_s": elapsed,
+        "total_timesteps": int(model.num_timesteps),
+        "rollouts": timer.rollouts,
+        "epochs_done": int(model._n_updates),  # SB3 counts one "update" per epoch
+        "gradient_steps": int(model._n_updates) * (NUM_STEPS // BATCH_SIZE),
+        "torch_threads": torch.get_num_threads(),
+        "clip_range_vf": model.clip_range_vf,
+        "normalize_advantage": model.normalize_advantage,
+        "ortho_init": policy.ortho_init,
+        "log_std_shape": list(policy.log_std.shape),  # a parameter: state-independent
+        "optimizer": f"{type(policy.optimizer).__name__} {policy.optimizer.defaults.get('eps')}",
+        "policy_net": str(policy.mlp_extractor.policy_net),
+        "value_net": str(policy.mlp_extractor.value_net),
+    }
+    args.worker_out.write_text(json.dumps(result, indent=2))
+
+
+# --------------------------------------------------------------------------- driver (parent)
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_child(cmd: list[str], cwd: Path, args: argparse.Namespace, what: str) -> float:
+    """Run one child process; return its wall time. Raise BenchmarkError if it fails."""
+    if args.verbose:
+        print(f"  $ {shlex.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd,
+            check=False,
+            cwd=cwd,  # keeps stray files (e.g. MUJOCO_LOG.TXT) out of the repo
+            env=child_env(args.threads),
+            stdout=None if args.verbose else subprocess.PIPE,
+            stderr=None if args.verbose else subprocess.STDOUT,
+            text=True,
+            timeout=args.child_timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchmarkError(f"{what} timed out after {args.child_timeout:.0f} s") from e
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout or "").splitlines()[-30:])
+        raise BenchmarkError(
+            f"{what} failed with exit code {proc.returncode}\n"
+            f"command: {shlex.join(cmd)}\n--- last lines of its output ---\n{tail}"
+        )
+    return wall
+
+
+def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult:
+    run_name = f"bench_{repeat}"
+    cmd = [
+        sys.executable,
+        str(args.script),
+        "--env-id", args.env_id,
+        "--seed", str(args.seed),
+        "--total-timesteps", str(args.steps),
+        "--num-envs", "1",
+        "--num-steps", str(NUM_STEPS),
+        "--num-minibatches", str(NUM_STEPS // BATCH_SIZE),
+        "--update-epochs", str(EPOCHS),
+        "--hidden-size", str(HIDDEN),
+        "--learning-rate", str(LR),
+        "--no-anneal-lr",
+        "--gamma", str(GAMMA),
+        "--gae-lambda", str(GAE_LAMBDA),
+        "--clip-coef", str(CLIP),
+        "--no-clip-vloss",  # SB3: clip_range_vf=None
+        "--ent-coef", str(ENT_COEF),
+        "--vf-coef", str(VF_COEF),
+        "--max-grad-norm", str(MAX_GRAD_NORM),
+        "--norm-adv",
+        "--no-norm-obs",  # SB3 normalizes nothing without VecNormalize
+        "--no-norm-reward",
+        "--threads", str(args.threads),
+        "--no-cuda",
+        "--eval-every", "0",
+        "--eval-episodes", "0",
+        "--checkpoint-every", "0",
+        "--runs-dir", str(runs_dir),
+        "--run-name", run_name,
+    ]  # fmt: skip
+    cmd += shlex.split(args.extra_ours)
+
+    what = f"our PPO ({args.script.name}, repeat {repeat + 1})"
+    load = load_1min()
+    wall = run_child(cmd, runs_dir, args, what)
+    summary_path = runs_dir / run_name / "summary.json"
+    if not summary_path.is_file():
+        raise BenchmarkError(
+            f"our PPO exited cleanly but wrote no {summary_path}; "
+            "it must write summary.json with the key 'steady_sps'"
+        )
+    summary = json.loads(summary_path.read_text())
+    if summary.get("steady_sps") is None:
+        keys = ", ".join(sorted(summary))
+        raise BenchmarkError(f"{summary_path} has no 'steady_sps' value (keys: {keys})")
+    return RunResult("ours", repeat, float(summary["steady_sps"]), wall, load, summary)
+
+
+def run_sb3(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult:
+    out = runs_dir / f"sb3_{repeat}.json"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker", "sb3",
+        "--worker-out", str(out),
+        "--env-id", args.env_id,
+        "--seed", str(args.seed),
+        "--steps", str(args.steps),
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    load = load_1min()
+    wall = run_child(cmd, runs_dir, args, f"SB3 PPO (repeat {repeat + 1})")
+    result = json.loads(out.read_text())
+    return RunResult("sb3", repeat, float(result["steady_sps"]), wall, load, result)
+
+
+def load_1min() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "env_id": args.env_id,
+        "impls": args.impls,
+        "repeats": args.repeats,
+        "total_steps": args.steps,
+        "rollout_steps": NUM_STEPS,
+        "timed_steps": args.steps - NUM_STEPS,
+        "minibatch_size": BATCH_SIZE,
+        "epochs": EPOCHS,
+        "hidden": HIDDEN,
+        "seed": args.seed,
+        "threads": args.threads,
+        "extra_ours": args.extra_ours,
+        "script": str(args.script),
+        "python": platform.python_version(),
+        "torch": version("torch"),
+        "stable_baselines3": version("stable-baselines3"),
+        "gymnasium": version("gymnasium"),
+        "mujoco": version("mujoco"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": load,
+    }
+
+
+def summarize(results: list[RunResult]) -> dict[str, Any]:
+    by_impl = {impl: [r.steps_per_s for r in results if r.impl == impl] for impl in IMPLS}
+    medians = {impl: statistics.median(v) if v else None for impl, v in by_impl.items()}
+    ours = {r.repeat: r.steps_per_s for r in results if r.impl == "ours"}
+    sb3 = {r.repeat: r.steps_per_s for r in results if r.impl == "sb3"}
+    pair_ratios = [ours[i] / sb3[i] for i in sorted(ours) if i in sb3]
+    ratio = None
+    if medians["ours"] is not None and medians["sb3"] is not None:
+        ratio = medians["ours"] / medians["sb3"]
+    return {
+        "median_sps": medians,
+        "ratio_of_medians": ratio,
+        "pair_ratios": pair_ratios,
+        "median_pair_ratio": statistics.median(pair_ratios) if pair_ratios else None,
+    }
+
+
+def fmt(x: float | None, spec: str = ".1f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def main() -> int:
+    args = parse_args()
+    if args.worker == "sb3":
+        sb3_worker(args)
+        return 0
+
+    if "ours" in args.impls and not args.script.is_file():
+        print(f"error: our script {args.script} does not exist (use --impls sb3?)", file=sys.stderr)
+        return 1
+
+    # On SIGTERM, unwind through subprocess.run, which then kills the running child.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    info = settings(args)
+    rollouts = args.steps // NUM_STEPS
+    print("PPO training speed: ours vs Stable-Baselines3")
+    print(
+        f"  {args.env_id}, 1 env, {NUM_STEPS}-step rollouts, {EPOCHS} epochs of "
+        f"{NUM_STEPS // BATCH_SIZE} minibatches of {BATCH_SIZE}, {HIDDEN}x{HIDDEN} tanh MLPs, "
+        f"seed {args.seed}"
+    )
+    print(
+        f"  T={args.steps} steps ({rollouts} rollouts); timed window [{NUM_STEPS}, {args.steps}]: "
+        f"{rollouts - 1} iterations after the first"
+    )
+    print(f"  torch {info['torch']} (CPU), {args.threads} torch threads per child")
+    sb3, gym, mujoco = info["stable_baselines3"], info["gymnasium"], info["mujoco"]
+    print(f"  SB3 {sb3}, gymnasium {gym}, mujoco {mujoco}")
+    print(f"  CPU {info['cpu']} ({info['cpu_count']} logical cores)")
+    print(f"  load average at start {info['loadavg_at_start']}")
+    if "ours" in args.impls:
+        extra = f" {args.extra_ours}" if args.extra_ours else ""
+        print(f"  ours: {args.script.name}{extra}")
+    print(flush=True)
+
+    runs_dir = Path(tempfile.mkdtemp(prefix="ppo_speed_"))
+    runners = {"ours": run_ours, "sb3": run_sb3}
+    results: list[RunResult] = []
+    try:
+        for repeat in range(args.repeats):
+            order = list(IMPLS) if repeat % 2 == 0 else list(reversed(IMPLS))
+            for impl in (i for i in order if i in args.impls):
+                r = runners[impl](args, repeat, runs_dir)
+                results.append(r)
+                load = fmt(r.load_before, ".2f")
+                print(
+                    f"repeat {repeat + 1}/{args.repeats}  {impl:<4}  {r.steps_per_s:8.1f} steps/s"
+                    f"   (child wall time {r.wall_s:.1f} s, load avg before {load})",
+                    flush=True,
+                )
+    except BenchmarkError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep_runs:
+            print(f"run directories kept in {runs_dir}")
+        else:
+            shutil.rmtree(runs_dir, ignore_errors=True)
+
+    summary = summarize(results)
+    med = summary["median_sps"]
+    pairs = ", ".join(f"{x:.3f}" for x in summary["pair_ratios"]) or "n/a"
+    print(
+        f"\nmedian steps/s: ours {fmt(med['ours'])}, SB3 {fmt(med['sb3'])}, "
+        f"ratio {fmt(summary['ratio_of_medians'], '.3f')} "
+        f"(per-pair ratios: {pairs}; median {fmt(summary['median_pair_ratio'], '.3f')})"
+    )
+
+    if args.json is not None:
+        payload = {"settings": info, "runs": [asdict(r) for r in results], "summary": summary}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+        print(f"raw numbers written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Quick checks of ppo_continuous.py: truncation and reset steps, normalization statistics,
+checkpoints, resume, determinism, a learning check, and bad input."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import tests.toy_envs  # noqa: F401  (registers the toy envs)
+from ppo_continuous import Agent, RunningMeanStd, evaluate, make_env, train
+from tests.test_sac import RunsCode, expect_error, load, run_dir, start, wait_for_step
+
+LEARNING_STEPS, LEARNING_THRESHOLD = 40960, 500
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def agent_from(checkpoint):
+    agent = Agent(
+        checkpoint["observation_shape"][0], checkpoint["action_shape"][0], checkpoint["args"]["hidden_size"]
+    )
+    agent.load_state_dict(checkpoint["agent"])
+    return agent
+
+
+def values(checkpoint, observations):
+    with torch.no_grad():
+        return agent_from(checkpoint).get_value(torch.tensor(observations, dtype=torch.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# Truncation and reset steps
+# --------------------------------------------------------------------------------------------
+
+
+def test_truncation_bootstraps_and_reset_steps_are_not_transitions(tiny_ppo):
+    common = dict(
+        gamma=0.5,
+        gae_lambda=0.95,
+        norm_obs=False,
+        norm_reward=False,
+        total_timesteps=16384,
+        num_steps=512,
+        num_minibatches=4,
+        update_epochs=4,
+        learning_rate=3e-3,
+        anneal_lr=False,
+        clip_vloss=False,
+    )
+    truncated = tiny_ppo(env_id="tests.toy_envs:ConstantTruncated-v0", run_name="truncated", **common)
+    terminating = tiny_ppo(env_id="tests.toy_envs:Terminating-v0", run_name="terminating", **common)
+    train(truncated)
+    train(terminating)
+    # Reward 1 per step, truncated after 5 steps, one constant observation: the return goes on in
+    # principle, V = 1 / (1 - 0.5) = 2. Treating truncation as termination, or taking the reset
+    # step (reward 0) for a transition, would both pull V down to about 1.67.
+    v = values(load(os.path.join(run_dir(truncated), "checkpoint.pt")), [[0, 0, 0, 0]])
+    assert abs(float(v[0]) - 2.0) < 0.1, v
+    # Terminating at t=3: V(t) = 1.75, 1.5, 1.0; nothing is bootstrapped past the end.
+    v = values(
+        load(os.path.join(run_dir(terminating), "checkpoint.pt")), [[0, 0, 3, 1], [1, 0, 3, 1], [2, 0, 3, 1]]
+    )
+    assert torch.allclose(v, torch.tensor([1.75, 1.5, 1.0]), atol=0.1), v
+
+
+# --------------------------------------------------------------------------------------------
+# Smoke runs, logging, normalization, checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v4", "Walker2d-v5"])
+def test_smoke_run_writes_logs_checkpoints_and_summary(tiny_ppo, env_id):
+    args = tiny_ppo(
+        env_id=env_id,
+        total_timesteps=2048,
+        num_steps=512,
+        eval_every=1024,
+        eval_episodes=1,
+        checkpoint_every=1024,
+    )
+    summary = train(args)
+    directory = run_dir(args)
+    assert summary["global_step"] == 2048 and np.isfinite(summary["final_eval_mean"])
+    assert json.load(open(os.path.join(directory, "summary.json"))) == summary
+    assert sorted(os.listdir(os.path.join(directory, "models"))) == ["step_00001024.pt", "step_00002048.pt"]
+    assert os.path.exists(os.path.join(directory, "final_model.pt"))
+    events = EventAccumulator(directory)
+    events.Reload()
+    keys = set(events.Tags()["scalars"])
+    expected = {
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/learning_rate",
+        "charts/SPS",
+        "losses/value_loss",
+        "losses/policy_loss",
+        "losses/entropy",
+        "losses/old_approx_kl",
+        "losses/approx_kl",
+        "losses/clipfrac",
+        "losses/explained_variance",
+        "eval/episodic_return",
+    }
+    assert expected <= keys, expected - keys
+    assert [e.step for e in events.Scalars("eval/episodic_return")] == [1024, 2048]
+
+
+def test_normalization_statistics_are_saved_and_frozen_when_evaluating(tiny_ppo):
+    args = tiny_ppo(env_id="HalfCheetah-v4", total_timesteps=1024)
+    train(args)
+    model = load(os.path.join(run_dir(args), "final_model.pt"))
+    assert model["kind"] == "model" and model["algorithm"] == "ppo"
+    stats = model["obs_rms"]
+    assert stats["count"] > 1024 and stats["mean"].abs().sum() > 0 and not torch.all(stats["var"] == 1)
+    obs_rms = RunningMeanStd((17,))
+    obs_rms.load_state_dict(stats)
+    before = {
+        key: (value.clone() if torch.is_tensor(value) else value)
+        for key, value in obs_rms.state_dict().items()
+    }
+    env = make_env("HalfCheetah-v4")
+    first, _ = evaluate(agent_from(model), obs_rms, env, 2, 7, torch.device("cpu"))
+    second, _ = evaluate(agent_from(model), obs_rms, env, 2, 7, torch.device("cpu"))
+    assert first == second  # a seeded deterministic evaluation repeats exactly...
+    after = obs_rms.state_dict()
+    assert torch.equal(after["mean"], before["mean"]) and torch.equal(
+        after["var"], before["var"]
+    )  # ...frozen
+    assert after["count"] == before["count"]
+    # Without the statistics the same policy sees other inputs and scores differently.
+    fresh, _ = evaluate(agent_from(model), RunningMeanStd((17,)), env, 2, 7, torch.device("cpu"))
+    assert fresh != first
+
+
+def assert_same_training_state(a, b):
+    for name, tensor in a["agent"].items():
+        assert torch.equal(tensor, b["agent"][name]), f"agent.{name} differs"
+    for key in ("mean", "var"):
+        assert torch.equal(a["obs_rms"][key], b["obs_rms"][key])
+        assert torch.equal(a["return_rms"][key], b["return_rms"][key])
+
+
+def flags(env_id, runs_dir, total, **extra):
+    settings = {
+        "env-id": env_id,
+        "total-timesteps": total,
+        "num-steps": 256,
+        "num-minibatches": 4,
+        "update-epochs": 2,
+        "hidden-size": 32,
+        "eval-every": 0,
+        "eval-episodes": 2,
+        "checkpoint-every": 256,
+        "runs-dir": runs_dir,
+        "run-name": "run",
+        "threads": 1,
+        **extra,
+    }
+    return [item for key, value in settings.items() for item in (f"--{key}", str(value))] + ["--no-cuda"]
+
+
+def start_ppo(args_list):
+    return start(args_list, script="ppo_continuous.py")
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])
+def test_sigterm_then_resume_continues_exactly(tiny_ppo, tmp_path, env_id):
+    # Hopper falls often (episode boundaries everywhere); Pendulum is classic control.
+    straight = tiny_ppo(
+        env_id=env_id,
+        run_name="straight",
+        total_timesteps=8192,
+        num_steps=256,
+        checkpoint_every=256,
+        eval_episodes=2,
+        runs_dir=str(tmp_path / "a"),
+    )
+    straight_summary = train(straight)
+    checkpoint = str(tmp_path / "b" / "run" / "checkpoint.pt")
+    process = start_ppo(flags(env_id, str(tmp_path / "b"), 8192))
+    wait_for_step(checkpoint, 1024, process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    stopped_at = load(checkpoint)["global_step"]
+    if process.returncode == 0:
+        pytest.skip("the run finished before the signal arrived; nothing to resume")
+    assert process.returncode == 128 + signal.SIGTERM and "--resume" in out, err
+    assert stopped_at < 8192
+    process = start_ppo(["--resume", checkpoint])
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    a, b = load(os.path.join(run_dir(straight), "checkpoint.pt")), load(checkpoint)
+    assert b["global_step"] == 8192
+    assert_same_training_state(a, b)
+    resumed_summary = json.load(open(tmp_path / "b" / "run" / "summary.json"))
+    assert resumed_summary["final_eval_mean"] == straight_summary["final_eval_mean"]
+
+
+def test_resume_after_sigkill_completes(tmp_path):
+    checkpoint = str(tmp_path / "run" / "checkpoint.pt")
+    process = start_ppo(flags("HalfCheetah-v4", str(tmp_path), 6144, **{"eval-episodes": 0}))
+    wait_for_step(checkpoint, 1024, process)
+    process.kill()
+    process.wait()
+    killed_at = load(checkpoint)["global_step"]  # the last checkpoint is intact and loadable
+    process = start_ppo(["--resume", checkpoint])
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert json.load(open(tmp_path / "run" / "summary.json"))["global_step"] == 6144 > killed_at
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("losses/value_loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6144
+
+
+def test_same_seed_gives_identical_runs(tiny_ppo):
+    summaries = [train(tiny_ppo(run_name=name, eval_episodes=2)) for name in ("one", "two")]
+    assert summaries[0]["final_eval_mean"] == summaries[1]["final_eval_mean"]
+    a, b = (load(os.path.join(tiny_ppo().runs_dir, name, "checkpoint.pt")) for name in ("one", "two"))
+    assert_same_training_state(a, b)
+    other = train(tiny_ppo(run_name="other", seed=2, eval_episodes=2))
+    assert other["final_eval_mean"] != summaries[0]["final_eval_mean"]
+
+
+# --------------------------------------------------------------------------------------------
+# Learning
+# --------------------------------------------------------------------------------------------
+
+
+def test_ppo_learns_inverted_pendulum(tiny_ppo):
+    # A random policy scores about 5-10; the maximum is 1000.
+    summary = train(
+        tiny_ppo(
+            env_id="InvertedPendulum-v4",
+            total_timesteps=LEARNING_STEPS,
+            num_steps=1024,
+            num_minibatches=16,
+            update_epochs=10,
+            hidden_size=64,
+            eval_episodes=10,
+        )
+    )
+    assert summary["final_eval_mean"] > LEARNING_THRESHOLD, summary
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+
+def test_bad_hyperparameters_and_envs(tiny_ppo):
+    expect_error(tiny_ppo(env_id="HalfCheeta-v4"), "unknown env id", "HalfCheetah-v4", run=train)
+    expect_error(tiny_ppo(env_id="CartPole-v1"), "Box", run=train)
+    expect_error(tiny_ppo(num_minibatches=512, num_steps=256), "--num-minibatches 512 is larger", run=train)
+    expect_error(tiny_ppo(total_timesteps=-5), "--total-timesteps must be positive", run=train)
+    expect_error(tiny_ppo(gae_lambda=1.5), "--gae-lambda", run=train)
+
+
+def test_bad_resume(tiny_ppo, tiny, tmp_path):
+    ppo_args = tiny_ppo(run_name="ppo")
+    train(ppo_args)
+    checkpoint_path = os.path.join(run_dir(ppo_args), "checkpoint.pt")
+    before = open(checkpoint_path, "rb").read()
+    expect_error(
+        tiny_ppo(run_name="ppo", resume=str(tmp_path / "missing.pt")), "checkpoint not found", run=train
+    )
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(before[:3000])
+    expect_error(tiny_ppo(run_name="ppo", resume=str(truncated)), "cannot read checkpoint", run=train)
+    expect_error(
+        tiny_ppo(run_name="ppo", resume=checkpoint_path, env_id="Walker2d-v4"),
+        "trained with --env-id Pendulum-v1",
+        run=train,
+    )
+    expect_error(
+        tiny_ppo(run_name="ppo", resume=checkpoint_path, gamma=0.9),
+        "trained with --gamma 0.99, not 0.9",
+        run=train,
+    )
+    assert open(checkpoint_path, "rb").read() == before
+    # A SAC checkpoint is refused by PPO, and the other way round.
+    from sac_continuous import train as train_sac
+
+    sac_args = tiny(run_name="sac", total_timesteps=300, learning_starts=100)
+    train_sac(sac_args)
+    expect_error(
+        tiny_ppo(run_name="ppo", resume=os.path.join(run_dir(sac_args), "checkpoint.pt")),
+        "sac checkpoint",
+        run=train,
+    )
+    expect_error(tiny(resume=checkpoint_path), "ppo checkpoint", run=train_sac)
+    altered = tmp_path / "altered.pt"
+    torch.save({**load(checkpoint_path), "observation_shape": [5]}, altered)
+    expect_error(tiny_ppo(run_name="ppo", resume=str(altered)), "shapes", run=train)
+
+
+def test_crafted_pickle_is_refused_not_executed(tiny_ppo, tmp_path):
+    marker = tmp_path / "code_ran"
+    crafted = tmp_path / "crafted.pt"
+    torch.save(
+        {"format": "mujoco-actor-critic-checkpoint", "payload": RunsCode(marker)},
+        crafted,
+        pickle_module=pickle,
+    )
+    expect_error(tiny_ppo(resume=str(crafted)), "cannot read checkpoint", run=train)
+    assert not marker.exists()
+
+
+def test_command_line_errors_are_one_line():
+    result = subprocess.run(
+        [sys.executable, "ppo_continuous.py", "--env-id", "Walker2d-v9"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: unknown env id 'Walker2d-v9'") and "Traceback" not in result.stderr
