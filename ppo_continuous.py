@@ -624,11 +624,8 @@ def train(args: Args) -> dict:
                 if is_transition.any():
                     return_rms.update(discounted_returns[is_transition])
                 rewards = np.clip(rewards / np.sqrt(return_rms.var + 1e-8), -10.0, 10.0)
-            rewards_buf[step], terminations_buf[step], dones_buf[step] = (
-                rewards * is_transition,
-                terminations,
-                dones,
-            )
+            rewards_buf[step] = rewards * is_transition
+            terminations_buf[step], dones_buf[step] = terminations, dones
             for i in np.flatnonzero(dones):
                 recent_returns.append(float(episode_returns[i]))
                 writer.add_scalar("charts/episodic_return", episode_returns[i], global_step)

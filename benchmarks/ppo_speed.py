@@ -57,23 +57,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+from _common import (
+    BenchmarkError,
+    RunResult,
+    add_driver_args,
+    check_driver_args,
+    load_1min,
+    read_our_summary,
+    run_benchmark,
+    run_child,
+    run_sb3_child,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-IMPLS = ("ours", "sb3")
 
 # The settings both sides share (see the module docstring).
 NUM_STEPS = 2048  # env steps per rollout (one env)
@@ -87,20 +88,6 @@ CLIP = 0.2
 ENT_COEF = 0.0
 VF_COEF = 0.5
 MAX_GRAD_NORM = 0.5
-
-
-@dataclass
-class RunResult:
-    impl: str
-    repeat: int
-    steps_per_s: float
-    wall_s: float  # wall time of the whole child process, start-up and warm-up included
-    load_before: float | None  # 1-minute load average just before the run
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class BenchmarkError(RuntimeError):
-    pass
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,27 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch threads in every child")
-    p.add_argument("--impls", default="ours,sb3", help="comma-separated subset of: ours,sb3")
-    p.add_argument(
-        "--extra-ours",
-        default="",
-        help="extra flags for our script, one string (absolute paths: it runs in a temp dir)",
-    )
-    p.add_argument("--script", type=Path, default=REPO_ROOT / "ppo_continuous.py")
-    p.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
-    p.add_argument("--keep-runs", action="store_true", help="keep our script's run directories")
-    p.add_argument("--child-timeout", type=float, default=3600.0, help="seconds per child run")
-    p.add_argument("--verbose", action="store_true", help="show every child's output")
-    # Internal: the SB3 side runs as a child of this script.
-    p.add_argument("--worker", choices=["sb3"], default=None, help=argparse.SUPPRESS)
-    p.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
+    add_driver_args(p, script=REPO_ROOT / "ppo_continuous.py")
     args = p.parse_args(argv)
 
-    args.script = args.script.resolve()  # children run in a temporary directory
-    args.impls = [s.strip() for s in args.impls.split(",") if s.strip()]
-    unknown = [s for s in args.impls if s not in IMPLS]
-    if unknown or not args.impls:
-        p.error(f"--impls must be a comma-separated subset of {','.join(IMPLS)}, got {unknown}")
+    check_driver_args(p, args)
     if args.repeats <= 0 or args.threads <= 0:
         p.error("--repeats and --threads must be positive")
     if args.steps % NUM_STEPS != 0 or args.steps < 2 * NUM_STEPS:
@@ -242,41 +212,6 @@ def sb3_worker(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- driver (parent)
 
 
-def child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
-    return env
-
-
-def run_child(cmd: list[str], cwd: Path, args: argparse.Namespace, what: str) -> float:
-    """Run one child process; return its wall time. Raise BenchmarkError if it fails."""
-    if args.verbose:
-        print(f"  $ {shlex.join(cmd)}", flush=True)
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            cmd,
-            check=False,
-            cwd=cwd,  # keeps stray files (e.g. MUJOCO_LOG.TXT) out of the repo
-            env=child_env(args.threads),
-            stdout=None if args.verbose else subprocess.PIPE,
-            stderr=None if args.verbose else subprocess.STDOUT,
-            text=True,
-            timeout=args.child_timeout,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise BenchmarkError(f"{what} timed out after {args.child_timeout:.0f} s") from e
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout or "").splitlines()[-30:])
-        raise BenchmarkError(
-            f"{what} failed with exit code {proc.returncode}\n"
-            f"command: {shlex.join(cmd)}\n--- last lines of its output ---\n{tail}"
-        )
-    return wall
-
-
 def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult:
     run_name = f"bench_{repeat}"
     cmd = [
@@ -316,12 +251,7 @@ def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult
     load = load_1min()
     wall = run_child(cmd, runs_dir, args, what)
     summary_path = runs_dir / run_name / "summary.json"
-    if not summary_path.is_file():
-        raise BenchmarkError(
-            f"our PPO exited cleanly but wrote no {summary_path}; "
-            "it must write summary.json with the key 'steady_sps'"
-        )
-    summary = json.loads(summary_path.read_text())
+    summary = read_our_summary(summary_path, "PPO", "steady_sps")
     if summary.get("steady_sps") is None:
         keys = ", ".join(sorted(summary))
         raise BenchmarkError(f"{summary_path} has no 'steady_sps' value (keys: {keys})")
@@ -329,90 +259,8 @@ def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult
 
 
 def run_sb3(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult:
-    out = runs_dir / f"sb3_{repeat}.json"
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker", "sb3",
-        "--worker-out", str(out),
-        "--env-id", args.env_id,
-        "--seed", str(args.seed),
-        "--steps", str(args.steps),
-        "--threads", str(args.threads),
-    ]  # fmt: skip
-    load = load_1min()
-    wall = run_child(cmd, runs_dir, args, f"SB3 PPO (repeat {repeat + 1})")
-    result = json.loads(out.read_text())
-    return RunResult("sb3", repeat, float(result["steady_sps"]), wall, load, result)
-
-
-def load_1min() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def settings(args: argparse.Namespace) -> dict[str, Any]:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "env_id": args.env_id,
-        "impls": args.impls,
-        "repeats": args.repeats,
-        "total_steps": args.steps,
-        "rollout_steps": NUM_STEPS,
-        "timed_steps": args.steps - NUM_STEPS,
-        "minibatch_size": BATCH_SIZE,
-        "epochs": EPOCHS,
-        "hidden": HIDDEN,
-        "seed": args.seed,
-        "threads": args.threads,
-        "extra_ours": args.extra_ours,
-        "script": str(args.script),
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "stable_baselines3": version("stable-baselines3"),
-        "gymnasium": version("gymnasium"),
-        "mujoco": version("mujoco"),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_at_start": load,
-    }
-
-
-def summarize(results: list[RunResult]) -> dict[str, Any]:
-    by_impl = {impl: [r.steps_per_s for r in results if r.impl == impl] for impl in IMPLS}
-    medians = {impl: statistics.median(v) if v else None for impl, v in by_impl.items()}
-    ours = {r.repeat: r.steps_per_s for r in results if r.impl == "ours"}
-    sb3 = {r.repeat: r.steps_per_s for r in results if r.impl == "sb3"}
-    pair_ratios = [ours[i] / sb3[i] for i in sorted(ours) if i in sb3]
-    ratio = None
-    if medians["ours"] is not None and medians["sb3"] is not None:
-        ratio = medians["ours"] / medians["sb3"]
-    return {
-        "median_sps": medians,
-        "ratio_of_medians": ratio,
-        "pair_ratios": pair_ratios,
-        "median_pair_ratio": statistics.median(pair_ratios) if pair_ratios else None,
-    }
-
-
-def fmt(x: float | None, spec: str = ".1f") -> str:
-    return "n/a" if x is None else format(x, spec)
+    flags = ["--steps", str(args.steps)]
+    return run_sb3_child(args, repeat, runs_dir, Path(__file__).resolve(), "PPO", "steady_sps", flags)
 
 
 def main() -> int:
@@ -421,74 +269,25 @@ def main() -> int:
         sb3_worker(args)
         return 0
 
-    if "ours" in args.impls and not args.script.is_file():
-        print(f"error: our script {args.script} does not exist (use --impls sb3?)", file=sys.stderr)
-        return 1
-
-    # On SIGTERM, unwind through subprocess.run, which then kills the running child.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-    info = settings(args)
     rollouts = args.steps // NUM_STEPS
-    print("PPO training speed: ours vs Stable-Baselines3")
-    print(
+    header = [
+        "PPO training speed: ours vs Stable-Baselines3",
         f"  {args.env_id}, 1 env, {NUM_STEPS}-step rollouts, {EPOCHS} epochs of "
         f"{NUM_STEPS // BATCH_SIZE} minibatches of {BATCH_SIZE}, {HIDDEN}x{HIDDEN} tanh MLPs, "
-        f"seed {args.seed}"
-    )
-    print(
+        f"seed {args.seed}",
         f"  T={args.steps} steps ({rollouts} rollouts); timed window [{NUM_STEPS}, {args.steps}]: "
-        f"{rollouts - 1} iterations after the first"
-    )
-    print(f"  torch {info['torch']} (CPU), {args.threads} torch threads per child")
-    sb3, gym, mujoco = info["stable_baselines3"], info["gymnasium"], info["mujoco"]
-    print(f"  SB3 {sb3}, gymnasium {gym}, mujoco {mujoco}")
-    print(f"  CPU {info['cpu']} ({info['cpu_count']} logical cores)")
-    print(f"  load average at start {info['loadavg_at_start']}")
-    if "ours" in args.impls:
-        extra = f" {args.extra_ours}" if args.extra_ours else ""
-        print(f"  ours: {args.script.name}{extra}")
-    print(flush=True)
-
-    runs_dir = Path(tempfile.mkdtemp(prefix="ppo_speed_"))
+        f"{rollouts - 1} iterations after the first",
+    ]
+    specific = {
+        "total_steps": args.steps,
+        "rollout_steps": NUM_STEPS,
+        "timed_steps": args.steps - NUM_STEPS,
+        "minibatch_size": BATCH_SIZE,
+        "epochs": EPOCHS,
+        "hidden": HIDDEN,
+    }
     runners = {"ours": run_ours, "sb3": run_sb3}
-    results: list[RunResult] = []
-    try:
-        for repeat in range(args.repeats):
-            order = list(IMPLS) if repeat % 2 == 0 else list(reversed(IMPLS))
-            for impl in (i for i in order if i in args.impls):
-                r = runners[impl](args, repeat, runs_dir)
-                results.append(r)
-                load = fmt(r.load_before, ".2f")
-                print(
-                    f"repeat {repeat + 1}/{args.repeats}  {impl:<4}  {r.steps_per_s:8.1f} steps/s"
-                    f"   (child wall time {r.wall_s:.1f} s, load avg before {load})",
-                    flush=True,
-                )
-    except BenchmarkError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep_runs:
-            print(f"run directories kept in {runs_dir}")
-        else:
-            shutil.rmtree(runs_dir, ignore_errors=True)
-
-    summary = summarize(results)
-    med = summary["median_sps"]
-    pairs = ", ".join(f"{x:.3f}" for x in summary["pair_ratios"]) or "n/a"
-    print(
-        f"\nmedian steps/s: ours {fmt(med['ours'])}, SB3 {fmt(med['sb3'])}, "
-        f"ratio {fmt(summary['ratio_of_medians'], '.3f')} "
-        f"(per-pair ratios: {pairs}; median {fmt(summary['median_pair_ratio'], '.3f')})"
-    )
-
-    if args.json is not None:
-        payload = {"settings": info, "runs": [asdict(r) for r in results], "summary": summary}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        print(f"raw numbers written to {args.json}")
-    return 0
+    return run_benchmark(args, header, specific, runners, tmp_prefix="ppo_speed_")
 
 
 if __name__ == "__main__":
