@@ -15,7 +15,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import tests.toy_envs  # noqa: F401  (registers the toy envs)
 from ppo_continuous import Agent, RunningMeanStd, evaluate, make_env, train
-from tests.test_sac import RunsCode, expect_error, load, run_dir, start, wait_for_step
+from tests.test_sac import (
+    RunsCode,
+    assert_learns_known_values,
+    expect_error,
+    load,
+    run_dir,
+    start,
+    wait_for_step,
+)
 
 LEARNING_STEPS, LEARNING_THRESHOLD = 40960, 500
 
@@ -41,8 +49,13 @@ def values(checkpoint, observations):
 
 
 def test_truncation_bootstraps_and_reset_steps_are_not_transitions(tiny_ppo):
-    common = dict(
-        gamma=0.5,
+    # Truncated after 5 steps with one constant observation: V = 2. Treating truncation as
+    # termination, or taking the reset step (reward 0) for a transition, would both pull V down
+    # to about 1.67. Terminating at t=3: V(t) = 1.75, 1.5, 1.0.
+    assert_learns_known_values(
+        train,
+        tiny_ppo,
+        values,
         gae_lambda=0.95,
         norm_obs=False,
         norm_reward=False,
@@ -54,20 +67,6 @@ def test_truncation_bootstraps_and_reset_steps_are_not_transitions(tiny_ppo):
         anneal_lr=False,
         clip_vloss=False,
     )
-    truncated = tiny_ppo(env_id="tests.toy_envs:ConstantTruncated-v0", run_name="truncated", **common)
-    terminating = tiny_ppo(env_id="tests.toy_envs:Terminating-v0", run_name="terminating", **common)
-    train(truncated)
-    train(terminating)
-    # Reward 1 per step, truncated after 5 steps, one constant observation: the return goes on in
-    # principle, V = 1 / (1 - 0.5) = 2. Treating truncation as termination, or taking the reset
-    # step (reward 0) for a transition, would both pull V down to about 1.67.
-    v = values(load(os.path.join(run_dir(truncated), "checkpoint.pt")), [[0, 0, 0, 0]])
-    assert abs(float(v[0]) - 2.0) < 0.1, v
-    # Terminating at t=3: V(t) = 1.75, 1.5, 1.0; nothing is bootstrapped past the end.
-    v = values(
-        load(os.path.join(run_dir(terminating), "checkpoint.pt")), [[0, 0, 3, 1], [1, 0, 3, 1], [2, 0, 3, 1]]
-    )
-    assert torch.allclose(v, torch.tensor([1.75, 1.5, 1.0]), atol=0.1), v
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import tests.toy_envs  # noqa: F401  (registers the toy envs)
 from sac_continuous import Actor, TwinCritic, train
+from tests.toy_envs import KNOWN_VALUES  # importing it registers the toy envs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,9 +89,23 @@ def q_values(checkpoint, observations):
         return qf(obs, actions).mean(0).view(len(observations), 64).mean(1)
 
 
+def assert_learns_known_values(train_fn, make_args, estimate, **settings):
+    """Train on the toy envs whose values are known (gamma 0.5) and compare what was learned."""
+    for env_id, (observations, expected) in KNOWN_VALUES.items():
+        args = make_args(env_id=env_id, run_name=env_id.split(":")[1], gamma=0.5, **settings)
+        train_fn(args)
+        learned = estimate(load(os.path.join(run_dir(args), "checkpoint.pt")), observations)
+        assert torch.allclose(learned, torch.tensor(expected), atol=0.1), (env_id, learned)
+
+
 def test_truncation_bootstraps_and_termination_does_not(tiny):
-    common = dict(
-        gamma=0.5,
+    # Truncated at 5 steps, the return still goes on in principle: Q = 1 / (1 - 0.5) = 2; had
+    # truncation been treated as termination, Q would settle near 1.67. Terminating at t=3:
+    # Q(t) = 1.75, 1.5, 1.0, nothing bootstrapped past the end. alpha=0: no entropy term in Q.
+    assert_learns_known_values(
+        train,
+        tiny,
+        q_values,
         alpha=0.0,
         autotune=False,
         total_timesteps=3000,
@@ -100,19 +114,6 @@ def test_truncation_bootstraps_and_termination_does_not(tiny):
         hidden_size=64,
         q_lr=3e-3,
     )
-    truncated = tiny(env_id="tests.toy_envs:ConstantTruncated-v0", run_name="truncated", **common)
-    terminating = tiny(env_id="tests.toy_envs:Terminating-v0", run_name="terminating", **common)
-    train(truncated)
-    train(terminating)
-    # Truncated at 5 steps, the return still continues in principle: Q = 1 / (1 - 0.5) = 2.
-    # Had truncation been treated as termination, Q would settle near 1.67.
-    q = q_values(load(os.path.join(run_dir(truncated), "checkpoint.pt")), [[0, 0, 0, 0]])
-    assert abs(float(q[0]) - 2.0) < 0.1, q
-    # Terminating at t=3: Q(t) = 1 + 0.5 + 0.25 cut off at the end, no bootstrap past it.
-    q = q_values(
-        load(os.path.join(run_dir(terminating), "checkpoint.pt")), [[0, 0, 3, 1], [1, 0, 3, 1], [2, 0, 3, 1]]
-    )
-    assert torch.allclose(q, torch.tensor([1.75, 1.5, 1.0]), atol=0.1), q
 
 
 def test_actions_stay_inside_asymmetric_bounds(tiny):

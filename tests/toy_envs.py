@@ -86,3 +86,11 @@ gym.register(
     max_episode_steps=20,
     kwargs={"ends": (), "bad_reward_at": 300},
 )
+
+# The values that reward 1 per step and gamma 0.5 imply, as (observations, values) per env id. A
+# value network or critic trained on these envs must learn them; a wrong rule at episode
+# boundaries moves them (see the registrations above).
+KNOWN_VALUES = {
+    "tests.toy_envs:ConstantTruncated-v0": ([[0, 0, 0, 0]], [2.0]),
+    "tests.toy_envs:Terminating-v0": ([[0, 0, 3, 1], [1, 0, 3, 1], [2, 0, 3, 1]], [1.75, 1.5, 1.0]),
+}
