@@ -1,0 +1,563 @@
+"""Watch a trained agent: score it, and save a GIF of its first episode.
+
+    python enjoy.py --checkpoint runs/<run_name>/final_model.pt
+    python enjoy.py --checkpoint runs/<run_name> --stages 3     # early, middle, final, side by side
+
+Reads what sac_continuous.py and ppo_continuous.py write (final_model.pt, models/step_*.pt,
+checkpoint.pt), rebuilds the policy with the scripts' own classes, and plays it. Read top to bottom:
+arguments, checkpoints, envs, the policy, the camera, episodes, GIF and video. The README has a
+section on it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Render off-screen when there is no display. MuJoCo picks its OpenGL backend when it is first
+# imported, so this comes before any import that could import it. EGL is Linux's; elsewhere
+# MuJoCo's own default works without a display.
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+import json
+import math
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from PIL import Image, ImageDraw, ImageFont
+
+from ppo_continuous import Agent, RunningMeanStd
+from sac_continuous import Actor
+
+CHECKPOINT_FORMAT = "mujoco-actor-critic-checkpoint"
+CHECKPOINT_VERSION = 1
+# What every checkpoint file holds (README, "Checkpoint format"), besides its policy.
+COMMON_KEYS = (
+    "env_id",
+    "observation_shape",
+    "action_shape",
+    "action_low",
+    "action_high",
+    "args",
+    "global_step",
+)
+GIF_COLORS = 64  # one palette for the whole GIF; 64 colours look right for these scenes
+GIF_MAX_FPS = 16  # by default the GIF keeps just enough frames for this many per simulated second
+warnings.filterwarnings("ignore", message=".*is out of date.*")  # the -v4 ids are the default on purpose
+
+
+@dataclass
+class Args:
+    checkpoint: tuple[str, ...]
+    """checkpoint file(s) (final_model.pt, models/step_*.pt, checkpoint.pt), or a run directory (its
+    final_model.pt, or snapshots from its models/ with --stages); several are drawn side by side"""
+    stages: int = 0
+    """with a run directory: draw N snapshots of models/ side by side (the first, evenly spaced
+    ones, the last), to show how the agent improved over training"""
+    env_id: str | None = None
+    """play in this env instead of the checkpoint's own (its spaces must match)"""
+    seed: int | None = None
+    """episode i starts from env.reset(seed=seed + i); unset, the run's own evaluation seeds (its
+    seed + 100000), so that the score matches the run's eval/episodic_return"""
+    eval_episodes: Annotated[int, tyro.conf.arg(aliases=("--episodes",))] = 10
+    """the number of episodes to score; the first one is drawn"""
+    stochastic: bool = False
+    """sample actions from the policy instead of playing its mean (deterministic)"""
+    max_steps: int | None = None
+    """end each episode after at most this many steps"""
+    render: bool = True
+    """draw the first episode (--no-render: the score only, nothing drawn)"""
+    gif: str | None = None
+    """where to write the GIF; unset, next to the checkpoint: <name>.gif, or stages.gif"""
+    video: str | None = None
+    """also write an mp4 of the first episode, every step, through imageio's ffmpeg plugin"""
+    keep_every: int | None = None
+    """the GIF keeps every Nth step's frame, its delays real time; unset, the smallest N that gives at
+    most 16 frames per simulated second (2 for HalfCheetah, 8 for Walker2d); the video keeps all"""
+    fps: float | None = None
+    """frames per second of the GIF and the video; unset, real time"""
+    width: int = 256
+    """frame width in pixels (per checkpoint, when several are drawn side by side)"""
+    height: int = 192
+    """frame height in pixels"""
+    track: bool = True
+    """MuJoCo envs: the camera follows the agent's root body (--no-track: the env's own camera)"""
+    json: str | None = None
+    """write a JSON summary to this path ('-': print it on stdout, and the rest on stderr)"""
+
+
+def fail(message: str) -> None:
+    """Bad input ends the program with one clear line and a non-zero exit."""
+    raise SystemExit(f"error: {message}")
+
+
+def check_args(args: Args) -> None:
+    if not args.checkpoint:
+        fail("--checkpoint needs at least one path")
+    for name in ("eval_episodes", "width", "height", "max_steps", "keep_every"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.fps is not None and not args.fps > 0:
+        fail(f"--fps must be positive, got {args.fps}")
+    if args.stages < 0:
+        fail(f"--stages must not be negative, got {args.stages}")
+    if args.stages and (len(args.checkpoint) != 1 or not os.path.isdir(args.checkpoint[0])):
+        fail("--stages needs exactly one run directory as --checkpoint")
+    if args.video and not args.render:
+        fail("--video draws the first episode; it cannot go with --no-render")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: loaded with weights_only=True, so a file can hold tensors and plain values only and
+# loading it never runs code from it.
+# ---------------------------------------------------------------------------------------------
+
+
+def snapshot_step(path: str) -> int:
+    return int(re.fullmatch(r"step_(\d+)\.pt", os.path.basename(path)).group(1))
+
+
+def checkpoint_paths(args: Args) -> list[str]:
+    """The files to play: the paths given, a run directory's final_model.pt, or --stages snapshots."""
+    paths = []
+    for path in args.checkpoint:
+        if not os.path.exists(path):
+            fail(f"no such checkpoint file or run directory: {path}")
+        if not os.path.isdir(path):
+            paths.append(path)
+        elif args.stages:
+            models = os.path.join(path, "models")
+            names = os.listdir(models) if os.path.isdir(models) else []
+            snapshots = sorted(
+                (os.path.join(models, name) for name in names if re.fullmatch(r"step_\d+\.pt", name)),
+                key=snapshot_step,
+            )
+            if not snapshots:
+                fail(f"{path} has no models/step_*.pt snapshots to draw --stages from")
+            if len(snapshots) < args.stages:
+                print(f"note: {path} has {len(snapshots)} snapshots; drawing all of them", file=sys.stderr)
+            # The first, evenly spaced ones, and the last: early, middle(s), final (--stages 1: final).
+            count = min(args.stages, len(snapshots))
+            picks = np.linspace(0, len(snapshots) - 1, count) if count > 1 else [len(snapshots) - 1]
+            paths += [snapshots[i] for i in sorted(set(np.round(picks).astype(int).tolist()))]
+        elif os.path.isfile(os.path.join(path, "final_model.pt")):
+            paths.append(os.path.join(path, "final_model.pt"))
+        else:
+            fail(f"{path} has no final_model.pt; pass a checkpoint file, or --stages N for its snapshots")
+    return paths
+
+
+def load_checkpoint(path: str) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupted, not a torch file, or unsafe to unpickle
+        blocked = re.search(r"GLOBAL (\S+)", str(error))
+        if blocked:  # the unpickler stopped before importing it, so nothing from the file ran
+            fail(f"refused to load {path}: it would call {blocked.group(1)}; checkpoints hold only data")
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if reason.startswith("Weights only load failed"):
+            reason = "not a pickle of tensors and plain values"
+        fail(f"cannot read {path}: not a readable checkpoint ({reason[:160]})")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        fail(f"{path} is not a checkpoint of sac_continuous.py or ppo_continuous.py")
+    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
+        fail(
+            f"{path} has checkpoint format version {checkpoint.get('format_version')}, "
+            f"enjoy.py reads version {CHECKPOINT_VERSION}"
+        )
+    if checkpoint.get("algorithm") not in ("sac", "ppo"):
+        fail(f"{path} is a checkpoint of an unknown algorithm {checkpoint.get('algorithm')!r}")
+    policy_keys = ("actor",) if checkpoint["algorithm"] == "sac" else ("agent", "obs_rms")
+    for key in (*COMMON_KEYS, *policy_keys):
+        if key not in checkpoint:
+            fail(f"{path} is damaged: it has no '{key}'")
+    if not isinstance(checkpoint["args"], dict) or not {"hidden_size", "seed"} <= checkpoint["args"].keys():
+        fail(f"{path} is damaged: its 'args' lack hidden_size or seed")
+    return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# Envs
+# ---------------------------------------------------------------------------------------------
+
+
+def make_env(env_id: str, path: str, **kwargs) -> gym.Env:
+    try:
+        return gym.make(env_id, **kwargs)
+    except (gym.error.Error, ImportError, AttributeError, TypeError) as error:  # not registered/installed
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fail(f"cannot make env '{env_id}' for {path}: {reason[:160]} (is it installed and registered?)")
+
+
+def check_spaces(env: gym.Env, env_id: str, checkpoint: dict, path: str) -> None:
+    """The policy only fits an env with the observation and action spaces it was trained on."""
+    trained_on = gym.spaces.Box(
+        np.array(checkpoint["action_low"], dtype=np.float32),
+        np.array(checkpoint["action_high"], dtype=np.float32),
+    )
+    obs_shape = tuple(checkpoint["observation_shape"])
+    obs_space, act_space = env.observation_space, env.action_space
+    fits = (
+        isinstance(obs_space, gym.spaces.Box)
+        and obs_space.shape == obs_shape
+        and isinstance(act_space, gym.spaces.Box)
+        and act_space.shape == trained_on.shape
+        and np.array_equal(act_space.low, trained_on.low)
+        and np.array_equal(act_space.high, trained_on.high)
+    )
+    if not fits:
+        fail(
+            f"{env_id} does not fit the policy of {path}: it has observations {obs_space} and actions "
+            f"{act_space}; the policy was trained on {checkpoint['env_id']} with observations of shape "
+            f"{obs_shape} and actions {trained_on}"
+        )
+
+
+def is_mujoco(env: gym.Env) -> bool:
+    return hasattr(env.unwrapped, "model") and hasattr(env.unwrapped, "data")
+
+
+def env_seconds_per_step(env: gym.Env) -> float:
+    """Simulated seconds per env step: what real-time playback is measured against."""
+    dt = getattr(env.unwrapped, "dt", None)  # MuJoCo envs and most classic-control ones have it
+    return float(dt) if dt else 1.0 / env.metadata.get("render_fps", 30)
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy, rebuilt with the training scripts' own classes
+# ---------------------------------------------------------------------------------------------
+
+
+def build_policy(checkpoint: dict, path: str, stochastic: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """obs -> action, the way the run's own evaluation acts (or sampled, with stochastic)."""
+    obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
+    hidden = checkpoint["args"]["hidden_size"]
+    low = np.array(checkpoint["action_low"], dtype=np.float32)
+    high = np.array(checkpoint["action_high"], dtype=np.float32)
+    try:
+        if checkpoint["algorithm"] == "sac":
+            actor = Actor(obs_dim, act_dim, hidden, low, high)
+            actor.load_state_dict(checkpoint["actor"])
+            parameters = list(actor.parameters())
+        else:
+            agent = Agent(obs_dim, act_dim, hidden)
+            agent.load_state_dict(checkpoint["agent"])
+            parameters = list(agent.parameters())
+            # PPO's observation statistics belong to the policy: restored, and frozen (never updated here).
+            obs_rms = None
+            if checkpoint["obs_rms"] is not None:
+                obs_rms = RunningMeanStd((obs_dim,))
+                obs_rms.load_state_dict(checkpoint["obs_rms"])
+                if obs_rms.mean.shape != (obs_dim,) or obs_rms.var.shape != (obs_dim,):
+                    raise ValueError(f"observation statistics of shape {obs_rms.mean.shape}")
+                parameters += [torch.as_tensor(obs_rms.mean), torch.as_tensor(obs_rms.var)]
+    except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fail(f"{path} is damaged: its policy does not load ({reason[:160]})")
+    if not all(bool(torch.isfinite(p).all()) for p in parameters):
+        fail(f"{path} is damaged: its policy has non-finite weights or statistics")
+
+    if checkpoint["algorithm"] == "sac":
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32)
+            # tanh of the Gaussian mean, as in training's evaluation; or a squashed sample.
+            action = actor(obs_t, with_log_prob=False)[0] if stochastic else actor.deterministic(obs_t)
+            return action.numpy()
+
+    else:
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            if obs_rms is not None:
+                obs = obs_rms.normalize(obs)
+            mean = agent.actor_mean(torch.as_tensor(obs, dtype=torch.float32))
+            action = mean + agent.actor_logstd[0].exp() * torch.randn_like(mean) if stochastic else mean
+            # The policy is an unbounded Gaussian; the env gets it clipped to its bounds, as in training.
+            return np.clip(action.numpy(), low, high)
+
+    return act
+
+
+# ---------------------------------------------------------------------------------------------
+# The camera
+# ---------------------------------------------------------------------------------------------
+
+
+def travelling_root_body(model) -> int | None:
+    """The agent's root body, the first jointed body under the world, if it can travel (a free or a
+    slide joint): HalfCheetah's torso, the pendulums' cart; not Reacher's arm, fixed at its base."""
+    import mujoco
+
+    travels = {int(mujoco.mjtJoint.mjJNT_FREE), int(mujoco.mjtJoint.mjJNT_SLIDE)}
+    for body in range(1, model.nbody):
+        joints = range(model.body_jntadr[body], model.body_jntadr[body] + model.body_jntnum[body])
+        if model.body_parentid[body] == 0 and len(joints) > 0:
+            return body if any(int(model.jnt_type[j]) in travels for j in joints) else None
+    return None
+
+
+class FrameSource:
+    """Frames of an env, width x height.
+
+    MuJoCo envs whose agent can travel are drawn by MuJoCo's own renderer through a tracking camera
+    on the root body: each frame, the camera's look-at point is the centre of mass of the agent's
+    body tree, so a running agent stays in the middle of the picture. (Gymnasium 1.4 renders its
+    MuJoCo envs with a free camera that stays where the episode began; the trackbodyid in some
+    envs' camera settings only acts on a tracking camera.) Distance and angles are the env's own
+    default camera's, with a side view from 20 degrees above where the env sets none. Other envs,
+    and --no-track, use env.render(), fitted into width x height.
+    """
+
+    def __init__(self, env: gym.Env, width: int, height: int, track: bool):
+        self.env, self.width, self.height, self.renderer = env, width, height, None
+        body = travelling_root_body(env.unwrapped.model) if track and is_mujoco(env) else None
+        if body is None:
+            return
+        import mujoco
+
+        model = env.unwrapped.model
+        # MuJoCo's off-screen buffer must hold the frame.
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        self.renderer = mujoco.Renderer(model, height, width)
+        self.camera = mujoco.MjvCamera()
+        mujoco.mjv_defaultFreeCamera(model, self.camera)
+        renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+        config = getattr(renderer, "default_cam_config", None) or {}
+        self.camera.distance = config.get("distance", self.camera.distance)
+        self.camera.azimuth = config.get("azimuth", self.camera.azimuth)
+        self.camera.elevation = config.get("elevation", -20.0)
+        self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+        self.camera.trackbodyid = body
+
+    @property
+    def needs_render_mode(self) -> bool:
+        """Whether frames come from env.render(), which needs the env made with render_mode."""
+        return self.renderer is None
+
+    def __call__(self) -> np.ndarray:
+        if self.renderer is not None:
+            self.renderer.update_scene(self.env.unwrapped.data, camera=self.camera)
+            return self.renderer.render()
+        try:
+            frame = self.env.render()
+        except (gym.error.Error, ImportError) as error:  # e.g. classic control without pygame
+            fail(f"cannot draw {self.env.spec.id}: {error}; --no-render scores without drawing")
+        if not isinstance(frame, np.ndarray):
+            fail(f"{self.env.spec.id} does not draw rgb_array frames; --no-render scores without drawing")
+        if frame.shape[:2] != (self.height, self.width):
+            image = Image.fromarray(frame)
+            image.thumbnail((self.width, self.height), Image.Resampling.LANCZOS)  # keeps the aspect ratio
+            frame = np.asarray(image)
+        return frame
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+
+
+def open_env(
+    env_id: str, checkpoint: dict, path: str, args: Args, drawn: bool
+) -> tuple[gym.Env, FrameSource | None]:
+    """The env to play in and, when drawn, its frame source."""
+    env = make_env(env_id, path)
+    check_spaces(env, env_id, checkpoint, path)
+    if not drawn:
+        return env, None
+    frames = FrameSource(env, args.width, args.height, args.track)
+    if frames.needs_render_mode:  # env.render() draws only what the env was made to draw
+        env.close()
+        size = {"width": args.width, "height": args.height} if is_mujoco(env) else {}
+        env = make_env(env_id, path, render_mode="rgb_array", **size)
+        frames = FrameSource(env, args.width, args.height, track=False)
+    return env, frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Episodes
+# ---------------------------------------------------------------------------------------------
+
+
+def run_episode(
+    env: gym.Env,
+    policy: Callable[[np.ndarray], np.ndarray],
+    seed: int,
+    max_steps: int | None,
+    frames: FrameSource | None = None,
+    every: int = 1,
+) -> tuple[float, int, list[np.ndarray]]:
+    """One episode: its return, its length, and the frames of steps 0, every, 2 * every, ..."""
+    obs, _ = env.reset(seed=seed)
+    drawn = [frames()] if frames else []
+    episode_return, length, done = 0.0, 0, False
+    with torch.inference_mode():  # no autograd bookkeeping: one plain forward per step
+        while not done and (max_steps is None or length < max_steps):
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            episode_return += float(reward)
+            length += 1
+            done = terminated or truncated
+            if frames and length % every == 0:
+                drawn.append(frames())
+    return episode_return, length, drawn
+
+
+# ---------------------------------------------------------------------------------------------
+# GIF and video
+# ---------------------------------------------------------------------------------------------
+
+
+def label(frames: list[np.ndarray], text: str) -> list[np.ndarray]:
+    font = ImageFont.load_default(size=max(10, frames[0].shape[0] // 16))
+    labelled = []
+    for frame in frames:
+        image = Image.fromarray(frame)
+        ImageDraw.Draw(image).text((4, 2), text, fill="white", font=font, stroke_width=1, stroke_fill="black")
+        labelled.append(np.asarray(image))
+    return labelled
+
+
+def side_by_side(panels: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """One frame list from several: shorter episodes hold their last frame; heights padded to match."""
+    length, height = max(len(p) for p in panels), max(p[0].shape[0] for p in panels)
+    padded = [[np.pad(f, ((0, height - f.shape[0]), (0, 0), (0, 0))) for f in p] for p in panels]
+    return [np.hstack([p[min(i, len(p) - 1)] for p in padded]) for i in range(length)]
+
+
+def write_gif(frames: list[np.ndarray], path: str, seconds_per_frame: float) -> tuple[int, int]:
+    """Write a GIF; returns its size in bytes and its frame count."""
+    # One palette for the whole GIF, from frames spread over the episode, and no dithering: dither
+    # noise differs from frame to frame and defeats GIF's frame-to-frame compression.
+    sample = np.concatenate(frames[:: max(1, len(frames) // 8)][:8], axis=0)
+    # Max-coverage keeps the agent's own colours, which a median cut spends on the floor and the sky.
+    no_dither = Image.Dither.NONE
+    palette = Image.fromarray(sample).quantize(GIF_COLORS, Image.Quantize.MAXCOVERAGE, dither=no_dither)
+    images = [Image.fromarray(f).quantize(palette=palette, dither=no_dither) for f in frames]
+    # GIF delays are whole hundredths of a second: spread the rounding so that playback keeps time.
+    ticks = np.round(np.arange(len(images) + 1) * seconds_per_frame * 100).astype(int)
+    durations = (np.diff(ticks) * 10).tolist()
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    except OSError as error:
+        fail(f"cannot write {path}: {error}")
+    with Image.open(path) as written:  # identical consecutive frames are merged: count what was written
+        return os.path.getsize(path), written.n_frames
+
+
+def default_gif_path(paths: list[str], args: Args) -> str:
+    """Next to the checkpoint: runs/<run>/final_model.gif; stages.gif for several checkpoints."""
+    if args.stages:
+        return os.path.join(args.checkpoint[0], "stages.gif")
+    if len(paths) > 1:
+        return os.path.join(os.path.dirname(paths[0]), "stages.gif")
+    return os.path.splitext(paths[0])[0] + ".gif"
+
+
+def write_video(frames: list[np.ndarray], path: str, fps: float) -> None:
+    import imageio
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        imageio.mimwrite(path, frames, fps=fps)
+    except (OSError, ValueError) as error:  # an unwritable path, or an extension ffmpeg does not know
+        fail(f"cannot write {path}: {str(error).strip().splitlines()[0] if str(error).strip() else error}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    # With --json -, stdout carries the JSON alone and the human-readable lines go to stderr.
+    out = sys.stderr if args.json == "-" else sys.stdout
+    paths = checkpoint_paths(args)
+    checkpoints = [load_checkpoint(path) for path in paths]  # every file checked before any plays
+    algorithms = {checkpoint["algorithm"] for checkpoint in checkpoints}
+    panels, results, seconds_per_step, every = [], [], None, args.keep_every
+    for path, checkpoint in zip(paths, checkpoints, strict=True):
+        env_id = args.env_id or checkpoint["env_id"]
+        policy = build_policy(checkpoint, path, args.stochastic)
+        env, frames = open_env(env_id, checkpoint, path, args, drawn=args.render)
+        if seconds_per_step is None:  # the first env sets the clock of the GIF and the video
+            seconds_per_step = env_seconds_per_step(env)
+            every = every or math.ceil(round(1 / seconds_per_step, 6) / GIF_MAX_FPS)
+        seed = args.seed if args.seed is not None else checkpoint["args"]["seed"] + 100_000
+        torch.manual_seed(seed)  # --stochastic repeats too, with the same seed
+        mode = "stochastic" if args.stochastic else "deterministic"
+        step = checkpoint["global_step"]
+        print(f"{path}: {checkpoint['algorithm']} on {env_id}, step {step}, {mode} policy", file=out)
+
+        returns, lengths, scored_steps, scored_seconds = [], [], 0, 0.0
+        for episode in range(args.eval_episodes):
+            drawn = frames if episode == 0 else None
+            start = time.perf_counter()
+            episode_return, length, episode_frames = run_episode(
+                env, policy, seed + episode, args.max_steps, drawn, 1 if args.video else every
+            )
+            if drawn is None:  # the speed of scoring alone
+                scored_seconds += time.perf_counter() - start
+                scored_steps += length
+            elif len(paths) > 1:
+                name = f"step {step}" if len(algorithms) == 1 else f"{checkpoint['algorithm']} step {step}"
+                panels.append(label(episode_frames, name))
+            else:
+                panels.append(episode_frames)
+            returns.append(episode_return)
+            lengths.append(length)
+            print(f"  episode {episode + 1:>3}: return {episode_return:10.2f}   length {length}", file=out)
+        if frames is not None:
+            frames.close()
+        env.close()
+
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        speed = f", scored at {scored_steps / scored_seconds:.0f} steps/s" if scored_seconds > 0 else ""
+        print(f"  return {mean:.2f} ± {std:.2f} over {len(returns)} episodes{speed}", file=out)
+        results.append(
+            {
+                "path": path,
+                "algorithm": checkpoint["algorithm"],
+                "env_id": env_id,
+                "global_step": step,
+                "seeds": [seed + i for i in range(args.eval_episodes)],
+                "returns": returns,
+                "lengths": lengths,
+                "mean": mean,
+                "std": std,
+            }
+        )
+
+    summary = {"deterministic": not args.stochastic, "results": results, "gif": None, "video": None}
+    if args.render:
+        composed = side_by_side(panels)
+        if args.video:
+            write_video(composed, args.video, args.fps or 1.0 / seconds_per_step)
+            print(f"video: {args.video} ({len(composed)} frames)", file=out)
+            summary["video"] = args.video
+            composed = composed[::every]  # the video has every step; the GIF every Nth
+        gif = args.gif or default_gif_path(paths, args)
+        seconds_per_frame = 1.0 / args.fps if args.fps else seconds_per_step * every
+        size, count = write_gif(composed, gif, seconds_per_frame)
+        print(f"gif: {gif} ({count} frames, {1 / seconds_per_frame:.1f} fps, {size / 1024:.0f} KB)", file=out)
+        summary.update(gif=gif, gif_frames=count, gif_bytes=size)
+    if args.json == "-":
+        print(json.dumps(summary, indent=2))
+    elif args.json:
+        with open(args.json, "w") as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,361 @@
+"""Checks of enjoy.py on tiny SAC and PPO runs: scores, files, GIF and video, stages, the tracking
+camera, and bad input."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import gymnasium as gym
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageSequence
+
+import enjoy
+import ppo_continuous
+import sac_continuous
+from tests.conftest import args_factory
+from tests.test_sac import RunsCode
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = dict(width=64, height=48)  # frames this small render in a few milliseconds
+
+
+# Two tiny runs for the whole module, each with snapshots in models/ and a final evaluation of
+# two episodes to compare against. The settings are the `tiny` and `tiny_ppo` fixtures'.
+@pytest.fixture(scope="module")
+def sac_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("sac")
+    make = args_factory(
+        sac_continuous.Args, runs, total_timesteps=600, learning_starts=200, batch_size=32, buffer_size=10_000
+    )
+    args = make(env_id="InvertedPendulum-v4", checkpoint_every=200, eval_episodes=2)
+    summary = sac_continuous.train(args)
+    return os.path.join(runs, "run"), summary
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("ppo")
+    make = args_factory(
+        ppo_continuous.Args, runs, total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=2
+    )
+    args = make(env_id="HalfCheetah-v4", checkpoint_every=256, eval_episodes=2)
+    summary = ppo_continuous.train(args)
+    return os.path.join(runs, "run"), summary
+
+
+def play(*paths, **overrides) -> dict:
+    return enjoy.main(enjoy.Args(checkpoint=tuple(str(p) for p in paths), **overrides))
+
+
+def snapshots(run_dir):
+    return sorted(
+        os.path.join(run_dir, "models", name) for name in os.listdir(os.path.join(run_dir, "models"))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("run", ["sac_run", "ppo_run"])
+def test_scores_match_the_runs_own_evaluation(run, request):
+    # Same policy, same seeds (the run's evaluation seeds by default), same frozen normalization:
+    # the very same returns as the run's final evaluation. For PPO this needs the observation
+    # statistics from the checkpoint, used as saved and never updated while playing.
+    run_dir, summary = request.getfixturevalue(run)
+    result = play(os.path.join(run_dir, "final_model.pt"), eval_episodes=2, render=False)["results"][0]
+    assert result["mean"] == pytest.approx(summary["final_eval_mean"], abs=1e-9)
+    assert result["std"] == pytest.approx(summary["final_eval_std"], abs=1e-9)
+    assert result["seeds"] == [100_001, 100_002]
+
+
+def test_ppo_uses_the_saved_observation_statistics(ppo_run, tmp_path):
+    run_dir, _ = ppo_run
+    checkpoint = torch.load(os.path.join(run_dir, "final_model.pt"), weights_only=True)
+    assert checkpoint["obs_rms"] is not None
+    without = tmp_path / "without_obs_rms.pt"
+    torch.save({**checkpoint, "obs_rms": None}, without)  # what a --no-norm-obs run saves
+    kwargs = dict(eval_episodes=1, max_steps=100, render=False)
+    with_stats = play(os.path.join(run_dir, "final_model.pt"), **kwargs)["results"][0]["returns"]
+    without_stats = play(without, **kwargs)["results"][0]["returns"]
+    assert with_stats != without_stats
+    # Playing does not touch the file's statistics (they stay frozen).
+    again = torch.load(os.path.join(run_dir, "final_model.pt"), weights_only=True)["obs_rms"]
+    assert torch.equal(again["mean"], checkpoint["obs_rms"]["mean"])
+
+
+@pytest.mark.parametrize("run", ["sac_run", "ppo_run"])
+def test_every_kind_of_file(run, request):
+    run_dir, _ = request.getfixturevalue(run)
+    kwargs = dict(eval_episodes=1, max_steps=50, render=False)
+    files = [os.path.join(run_dir, "final_model.pt"), os.path.join(run_dir, "checkpoint.pt"), run_dir]
+    results = [play(path, **kwargs)["results"][0] for path in files + snapshots(run_dir)]
+    # final_model.pt, checkpoint.pt and the run directory hold the same, final policy.
+    assert results[0]["returns"] == results[1]["returns"] == results[2]["returns"]
+    steps = [int(os.path.basename(path)[5:13]) for path in snapshots(run_dir)]  # step_00000200.pt
+    assert [result["global_step"] for result in results[3:]] == steps and len(steps) >= 3
+
+
+def test_a_seeded_evaluation_repeats_exactly(ppo_run):
+    final = os.path.join(ppo_run[0], "final_model.pt")
+    kwargs = dict(eval_episodes=2, max_steps=100, render=False, seed=7)
+    first, second = play(final, **kwargs), play(final, **kwargs)
+    assert first["results"][0]["returns"] == second["results"][0]["returns"]
+    assert first["results"][0]["seeds"] == [7, 8]
+    sampled = [play(final, stochastic=True, **kwargs)["results"][0]["returns"] for _ in range(2)]
+    assert sampled[0] == sampled[1]  # sampling repeats with the seed too
+    assert sampled[0] != first["results"][0]["returns"]
+    assert play(final, stochastic=True, **kwargs)["deterministic"] is False
+
+
+def test_env_override_with_matching_spaces(sac_run):
+    result = play(sac_run[0], env_id="InvertedPendulum-v5", eval_episodes=1, render=False)["results"][0]
+    assert result["env_id"] == "InvertedPendulum-v5" and result["lengths"][0] >= 1
+
+
+# --------------------------------------------------------------------------------------------
+# GIF, video, JSON
+# --------------------------------------------------------------------------------------------
+
+
+def gif_frames(path):
+    with Image.open(path) as gif:
+        return [
+            (np.asarray(frame.convert("RGB")), frame.info["duration"])
+            for frame in ImageSequence.Iterator(gif)
+        ]
+
+
+def test_gif_next_to_the_checkpoint(ppo_run, capsys):
+    run_dir, _ = ppo_run
+    # HalfCheetah steps 0.05 s: the default keeps every 2nd frame, 10 per second, real time.
+    summary = play(run_dir, eval_episodes=1, max_steps=40, **SMALL)
+    gif = os.path.join(run_dir, "final_model.gif")
+    assert summary["gif"] == gif and os.path.getsize(gif) == summary["gif_bytes"]
+    frames = gif_frames(gif)
+    assert len(frames) == summary["gif_frames"] == 40 // 2 + 1
+    assert frames[0][0].shape == (48, 64, 3)
+    assert [duration for _, duration in frames] == [100] * len(frames)
+    assert f"{len(frames)} frames, 10.0 fps" in capsys.readouterr().out
+    # --keep-every and --fps. At 30 fps a frame lasts 33.3 ms, which GIF's whole hundredths of a
+    # second cannot hold: the delays alternate between 30 and 40 ms and add up to the right time.
+    summary = play(run_dir, eval_episodes=1, max_steps=40, keep_every=4, fps=30, gif=gif, **SMALL)
+    frames = gif_frames(gif)
+    assert len(frames) == 40 // 4 + 1
+    assert sum(duration for _, duration in frames) == round(len(frames) / 30 * 100) * 10
+    assert {duration for _, duration in frames} <= {30, 40}
+
+
+def test_video_and_json(ppo_run, tmp_path):
+    final = os.path.join(ppo_run[0], "final_model.pt")
+    video, gif, summary_path = tmp_path / "episode.mp4", tmp_path / "episode.gif", tmp_path / "s.json"
+    summary = play(
+        final, eval_episodes=2, max_steps=30, video=str(video), gif=str(gif), json=str(summary_path), **SMALL
+    )
+    assert iio.imread(video).shape == (30 + 1, 48, 64, 3)  # every step, and the start
+    assert iio.immeta(video)["fps"] == pytest.approx(20)
+    assert len(gif_frames(gif)) == 30 // 2 + 1  # the GIF still keeps every 2nd frame
+    written = json.loads(summary_path.read_text())
+    assert written == json.loads(json.dumps(summary))
+    assert written["video"] == str(video) and written["gif"] == str(gif)
+    (result,) = written["results"]
+    assert result["algorithm"] == "ppo" and result["env_id"] == "HalfCheetah-v4"
+    assert len(result["returns"]) == 2 and result["lengths"] == [30, 30]
+
+
+def test_json_on_stdout_and_no_render_writes_no_gif(sac_run, capsys):
+    run_dir, _ = sac_run
+    before = set(os.listdir(run_dir))
+    summary = play(run_dir, eval_episodes=2, render=False, json="-")
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == json.loads(json.dumps(summary))  # stdout holds the JSON alone
+    assert "± " in captured.err and "episode   1" in captured.err
+    assert summary["gif"] is None and set(os.listdir(run_dir)) == before
+
+
+def test_stages_side_by_side(ppo_run, tmp_path):
+    run_dir, _ = ppo_run
+    steps = [int(os.path.basename(p)[5:13]) for p in snapshots(run_dir)]
+    summary = play(run_dir, stages=3, eval_episodes=1, max_steps=20, **SMALL)
+    assert summary["gif"] == os.path.join(run_dir, "stages.gif")
+    # Early, middle, final: the first snapshot, one between, the last.
+    picked = [r["global_step"] for r in summary["results"]]
+    assert picked[0] == steps[0] and picked[-1] == steps[-1] and len(picked) == 3
+    final_only = play(run_dir, stages=1, eval_episodes=1, max_steps=5, render=False)["results"]
+    assert [r["global_step"] for r in final_only] == [steps[-1]]
+    frames = gif_frames(summary["gif"])
+    assert frames[0][0].shape == (48, 3 * 64, 3) and len(frames) == 20 // 2 + 1
+    # Several files work the same way; a shorter episode holds its last frame.
+    two = play(*snapshots(run_dir)[:2], eval_episodes=1, max_steps=20, gif=str(tmp_path / "two.gif"), **SMALL)
+    assert gif_frames(two["gif"])[0][0].shape == (48, 2 * 64, 3)
+    assert enjoy.side_by_side([[np.zeros((2, 2, 3))] * 3, [np.ones((2, 2, 3))]])[2][0, 3, 0] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The camera follows the agent
+# --------------------------------------------------------------------------------------------
+
+
+def agent_pixels(frame):
+    """HalfCheetah's body is tan (0.8, 0.6, 0.4); the floor is grey-green and black, the sky grey."""
+    red, blue = frame[..., 0].astype(int), frame[..., 2].astype(int)
+    return np.argwhere(red - blue > 40)
+
+
+def test_the_camera_follows_a_running_cheetah():
+    # The same run of HalfCheetah-v4, pushed forward at 2 m/s with a fixed action for 300 steps
+    # (30 m), drawn by enjoy's tracking camera and by the env's own camera (what --no-track uses).
+    # The check that the agent stays near the centre is the one that fails for the env's camera.
+    width, height = 96, 72
+    tracked_env = gym.make("HalfCheetah-v4")
+    own_env = gym.make("HalfCheetah-v4", render_mode="rgb_array", width=width, height=height)
+    tracked = enjoy.FrameSource(tracked_env, width, height, track=True)
+    own = enjoy.FrameSource(own_env, width, height, track=False)
+    assert not tracked.needs_render_mode and own.needs_render_mode
+    centres, own_counts = [], []
+    for env in (tracked_env, own_env):
+        env.reset(seed=0)
+    for step in range(301):
+        if step % 30 == 0:
+            pixels = agent_pixels(tracked())
+            assert len(pixels) > 30, f"the agent is not in the tracked frame at step {step}"
+            centres.append(pixels.mean(axis=0))
+            own_counts.append(len(agent_pixels(own())))
+        for env in (tracked_env, own_env):
+            env.unwrapped.data.qvel[0] = 2.0
+            env.step(np.full(6, 0.3, dtype=np.float32))
+    assert tracked_env.unwrapped.data.qpos[0] > 25  # it did travel
+    centres = np.array(centres)
+    assert np.all(np.abs(centres[:, 1] - width / 2) < width / 8), centres  # columns: near the middle
+    assert np.all(np.abs(centres[:, 0] - height / 2) < height / 4), centres  # rows
+    assert own_counts[0] > 30 and own_counts[-1] == 0  # the env's own camera sees it, then loses it
+    for closable in (tracked, own, tracked_env, own_env):
+        closable.close()
+
+
+def test_the_env_own_camera_and_fitted_frames(ppo_run):
+    # --no-track draws through env.render(), made at the asked size.
+    summary = play(ppo_run[0], eval_episodes=1, max_steps=10, track=False, **SMALL)
+    assert gif_frames(summary["gif"])[0][0].shape == (48, 64, 3)
+    # A frame of another size (classic-control envs draw 500 x 500) is fitted, keeping its aspect.
+    env = gym.make("HalfCheetah-v4", render_mode="rgb_array")  # 480 x 480
+    env.reset(seed=0)
+    frames = enjoy.FrameSource(env, 64, 48, track=False)
+    assert frames().shape == (48, 48, 3)
+    env.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+
+def expect_error(*fragments, paths, **overrides):
+    with pytest.raises(SystemExit) as raised:
+        play(*paths, **{"eval_episodes": 1, "render": False, **overrides})
+    message = str(raised.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_bad_input(sac_run, tmp_path):
+    run_dir, _ = sac_run
+    final = os.path.join(run_dir, "final_model.pt")
+    expect_error("no such checkpoint", paths=[tmp_path / "missing.pt"])
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint at all")
+    expect_error("cannot read", paths=[text])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    expect_error("not a checkpoint of sac_continuous.py or ppo_continuous.py", paths=[foreign])
+    data = open(final, "rb").read()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    expect_error("cannot read", paths=[truncated])
+    # Corrupted: garbage in the pickled structure, or in the weights (0xFF bytes read as NaN).
+    corrupted = bytearray(data)
+    start = data.find(b"data.pkl") + 100
+    corrupted[start : start + 200] = b"\xab" * 200
+    (tmp_path / "corrupted.pt").write_bytes(corrupted)
+    expect_error("cannot read", paths=[tmp_path / "corrupted.pt"])
+    checkpoint = torch.load(final, weights_only=True)
+    weights = {
+        **checkpoint["actor"],
+        "head.weight": torch.full_like(checkpoint["actor"]["head.weight"], np.nan),
+    }
+    torch.save({**checkpoint, "actor": weights}, tmp_path / "nan.pt")
+    expect_error("damaged", "non-finite", paths=[tmp_path / "nan.pt"])
+    torch.save({**checkpoint, "actor": {}}, tmp_path / "empty.pt")
+    expect_error("damaged", paths=[tmp_path / "empty.pt"])
+    # An env that is not registered (or not installed), and one whose spaces do not fit.
+    torch.save({**checkpoint, "env_id": "NoSuchEnv-v0"}, tmp_path / "unknown_env.pt")
+    expect_error("cannot make env 'NoSuchEnv-v0'", paths=[tmp_path / "unknown_env.pt"])
+    torch.save({**checkpoint, "env_id": "no_such_module:Env-v0"}, tmp_path / "missing_module.pt")
+    expect_error("cannot make env 'no_such_module:Env-v0'", paths=[tmp_path / "missing_module.pt"])
+    expect_error(
+        "HalfCheetah-v4 does not fit the policy",
+        "InvertedPendulum-v4",
+        paths=[final],
+        env_id="HalfCheetah-v4",
+    )
+    # Arguments that do not make sense.
+    expect_error("--stages needs exactly one run directory", paths=[final], stages=3)
+    empty_run = tmp_path / "empty_run"
+    empty_run.mkdir()
+    expect_error("no final_model.pt", paths=[empty_run])
+    expect_error("no models/step_*.pt", paths=[empty_run], stages=2)
+    expect_error("--eval-episodes must be at least 1", paths=[final], eval_episodes=0)
+
+
+def test_a_crafted_pickle_is_refused_not_executed(tmp_path):
+    marker = tmp_path / "code_ran"
+    crafted = tmp_path / "crafted.pt"
+    torch.save(
+        {"format": "mujoco-actor-critic-checkpoint", "payload": RunsCode(marker)},
+        crafted,
+        pickle_module=pickle,
+    )
+    expect_error("refused to load", "system", paths=[crafted])  # it names what it would have called
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+
+
+def test_command_line(sac_run, tmp_path):
+    # Headless by default: no DISPLAY and no MUJOCO_GL, and it still draws.
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MUJOCO_GL")}
+    gif = tmp_path / "cli.gif"
+    ok = subprocess.run(
+        [sys.executable, "enjoy.py", "--checkpoint", sac_run[0], "--episodes", "2", "--max-steps", "30"]
+        + ["--width", "64", "--height", "48", "--gif", str(gif)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("episode ") == 2 and " ± " in ok.stdout and gif.exists()
+    bad = subprocess.run(
+        [sys.executable, "enjoy.py", "--checkpoint", str(tmp_path / "missing.pt")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines() == [
+        f"error: no such checkpoint file or run directory: {tmp_path / 'missing.pt'}"
+    ]
