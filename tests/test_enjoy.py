@@ -3,7 +3,6 @@ camera, and bad input."""
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ import enjoy
 import ppo_continuous
 import sac_continuous
 from tests.conftest import args_factory
-from tests.test_sac import RunsCode
+from tests.test_sac import crafted_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(width=64, height=48)  # frames this small render in a few milliseconds
@@ -316,13 +315,7 @@ def test_bad_input(sac_run, tmp_path):
 
 
 def test_a_crafted_pickle_is_refused_not_executed(tmp_path):
-    marker = tmp_path / "code_ran"
-    crafted = tmp_path / "crafted.pt"
-    torch.save(
-        {"format": "mujoco-actor-critic-checkpoint", "payload": RunsCode(marker)},
-        crafted,
-        pickle_module=pickle,
-    )
+    crafted, marker = crafted_checkpoint(tmp_path)
     expect_error("refused to load", "system", paths=[crafted])  # it names what it would have called
     assert not marker.exists()
 

@@ -3,7 +3,6 @@ checkpoints, resume, determinism, a learning check, and bad input."""
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -16,8 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import tests.toy_envs  # noqa: F401  (registers the toy envs)
 from ppo_continuous import Agent, RunningMeanStd, evaluate, make_env, train
 from tests.test_sac import (
-    RunsCode,
     assert_learns_known_values,
+    crafted_checkpoint,
     expect_error,
     load,
     run_dir,
@@ -301,13 +300,7 @@ def test_bad_resume(tiny_ppo, tiny, tmp_path):
 
 
 def test_crafted_pickle_is_refused_not_executed(tiny_ppo, tmp_path):
-    marker = tmp_path / "code_ran"
-    crafted = tmp_path / "crafted.pt"
-    torch.save(
-        {"format": "mujoco-actor-critic-checkpoint", "payload": RunsCode(marker)},
-        crafted,
-        pickle_module=pickle,
-    )
+    crafted, marker = crafted_checkpoint(tmp_path)
     expect_error(tiny_ppo(resume=str(crafted)), "cannot read checkpoint", run=train)
     assert not marker.exists()
 

@@ -450,14 +450,16 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+def crafted_checkpoint(directory):
+    """A 'checkpoint' whose unpickling would create a marker file: (its path, the marker)."""
+    marker, crafted = directory / "code_ran", directory / "crafted.pt"
+    payload = {"format": "mujoco-actor-critic-checkpoint", "payload": RunsCode(marker)}
+    torch.save(payload, crafted, pickle_module=pickle)
+    return crafted, marker
+
+
 def test_crafted_pickle_is_refused_not_executed(tiny, tmp_path):
-    marker = tmp_path / "code_ran"
-    crafted = tmp_path / "crafted.pt"
-    torch.save(
-        {"format": "mujoco-actor-critic-checkpoint", "payload": RunsCode(marker)},
-        crafted,
-        pickle_module=pickle,
-    )
+    crafted, marker = crafted_checkpoint(tmp_path)
     expect_error(tiny(resume=str(crafted)), "cannot read checkpoint")
     assert not marker.exists()
 
