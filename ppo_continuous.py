@@ -537,11 +537,17 @@ def train(args: Args) -> dict:
     def normalize(raw: np.ndarray) -> np.ndarray:
         return (obs_rms.normalize(raw) if obs_rms is not None else raw).astype(np.float32)
 
+    def stop_non_finite(what: str) -> None:
+        """Stop before a non-finite value reaches a checkpoint; the last good one stays."""
+        last = (
+            f"{checkpoint_path} (step {last_checkpoint_step})" if last_checkpoint_step is not None else "none"
+        )
+        fail(f"non-finite {what}; training stopped. Last good checkpoint: {last}")
+
     def write_checkpoint(final: bool) -> None:
         nonlocal last_checkpoint_step
         if not all(bool(torch.isfinite(p).all()) for p in agent.parameters()):
-            last = f"{checkpoint_path} (step {last_checkpoint_step})" if last_checkpoint_step else "none"
-            fail(f"non-finite weights by step {global_step}; training stopped. Last good checkpoint: {last}")
+            stop_non_finite(f"weights by step {global_step}")
         model = {
             "format": CHECKPOINT_FORMAT,
             "format_version": CHECKPOINT_VERSION,
@@ -698,8 +704,7 @@ def train(args: Args) -> dict:
                 break
 
         if not math.isfinite(loss.item()):
-            last = f"{checkpoint_path} (step {last_checkpoint_step})" if last_checkpoint_step else "none"
-            fail(f"non-finite loss at step {global_step}; training stopped. Last good checkpoint: {last}")
+            stop_non_finite(f"loss at step {global_step}")
 
         y_pred, y_true = values_buf.reshape(-1)[valid], returns.reshape(-1)[valid]
         var_y = np.var(y_true)
