@@ -1,0 +1,442 @@
+"""The sweep behind benchmark.sh: plan the runs, run them (local workers or one Slurm array), report.
+
+    bash benchmark.sh --help
+
+A run is one algorithm on one env with one seed and one grid setting. Its directory name says
+which: <env>__<algo>__<setting>__<seed>, e.g. HalfCheetah-v4__ppo__gamma=0.995__1 ("default"
+when the grid is empty). benchmark.json in that directory records the configuration that made
+it, so the same command run twice skips what finished, resumes what was interrupted from its
+last checkpoint, and refuses to reuse a directory that another configuration made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import itertools
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from types import ModuleType
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = {"sac": "sac_continuous.py", "ppo": "ppo_continuous.py"}
+DEFAULT_ENVS = "HalfCheetah-v4 Walker2d-v4 Humanoid-v4 InvertedDoublePendulum-v4"
+# Set by the sweep itself (env, seed, steps, where the run goes), so not part of a grid.
+RESERVED = {"env_id", "seed", "total_timesteps", "run_name", "runs_dir", "resume", "threads", "exp_name"}
+MARKER = "benchmark.json"
+SKIPPED = "skipped (finished)"
+LOG = "benchmark.log"
+
+
+def fail(message: str) -> None:
+    raise SystemExit(f"error: {message}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: which runs, with which flags
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    algo: str
+    env_id: str
+    seed: int
+    steps: int
+    setting: str  # "default", or the grid's choices, e.g. "gamma=0.995,gae-lambda=0.97"
+    flags: list[str]  # the training script's flags for the setting and the fixed --set values
+    runs_dir: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.env_id}__{self.algo}__{self.setting}__{self.seed}"
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.runs_dir, self.name)
+
+    def config(self) -> dict:
+        """What defines the run; a directory made with anything else is another run."""
+        return {
+            "algo": self.algo,
+            "env_id": self.env_id,
+            "seed": self.seed,
+            "steps": self.steps,
+            "setting": self.setting,
+            "flags": self.flags,
+        }
+
+    def status(self) -> str:
+        if os.path.exists(os.path.join(self.run_dir, "summary.json")):
+            return "finished"
+        if os.path.exists(os.path.join(self.run_dir, "checkpoint.pt")):
+            return "interrupted"
+        return "new"
+
+    def start_flags(self) -> list[str]:
+        return [
+            *("--env-id", self.env_id, "--seed", str(self.seed), "--total-timesteps", str(self.steps)),
+            *("--run-name", self.name, "--runs-dir", self.runs_dir),
+            *self.flags,
+        ]
+
+    def command(self, threads: int) -> list[str]:
+        """Start the run, or continue it from its last checkpoint with its saved settings."""
+        script = [sys.executable, os.path.join(REPO, SCRIPTS[self.algo])]
+        if self.status() == "interrupted":
+            flags = ["--resume", os.path.join(self.run_dir, "checkpoint.pt")]
+        else:
+            flags = self.start_flags()
+        return [*script, *flags, "--threads", str(threads)]
+
+
+def parse_assignments(text: str, what: str) -> list[tuple[str, list[str]]]:
+    """'gamma=0.99,0.995 gae-lambda=0.95' -> [('gamma', ['0.99', '0.995']), ('gae-lambda', ['0.95'])]"""
+    assignments = []
+    for item in text.split():
+        key, equals, values = item.partition("=")
+        choices = values.split(",")
+        if not equals or not key or not all(choices):
+            fail(f"{what}: '{item}' is not NAME=VALUE[,VALUE...] (e.g. gamma=0.99,0.995)")
+        key = key.lstrip("-").replace("_", "-")
+        if key in (k for k, _ in assignments):
+            fail(f"{what}: '{key}' is given twice")
+        assignments.append((key, choices))
+    return assignments
+
+
+def load_script(algo: str) -> ModuleType:
+    sys.path.insert(0, REPO)
+    try:
+        return importlib.import_module(SCRIPTS[algo].removesuffix(".py"))
+    finally:
+        sys.path.pop(0)
+
+
+def flag_for(module: ModuleType, algo: str, key: str, value: str) -> list[str]:
+    """The script's own flag for key=value, with the value checked against the field's type."""
+    field = {f.name: f for f in fields(module.Args)}.get(key.replace("-", "_"))
+    if field is None:
+        close = difflib.get_close_matches(key, [f.name.replace("_", "-") for f in fields(module.Args)], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        fail(f"--{key} is not a flag of {SCRIPTS[algo]}{hint}")
+    if field.name in RESERVED:
+        fail(f"--{key} is set by the sweep itself (use --envs, --seeds, --steps), not by a grid")
+    kind = str(field.type)
+    if kind == "bool":
+        if value.lower() not in ("true", "false"):
+            fail(f"{key}={value}: {key} is a switch, give true or false")
+        return [f"--{key}" if value.lower() == "true" else f"--no-{key}"]
+    if value == "None" and "None" in kind:
+        return [f"--{key}", "None"]
+    number = "int" if kind.startswith("int") else "float" if kind.startswith("float") else None
+    try:
+        {"int": int, "float": float, None: str}[number](value)
+    except ValueError:
+        fail(f"{key}={value}: {key} takes {'an integer' if number == 'int' else 'a number'}")
+    return [f"--{key}", value]
+
+
+def plan(options: argparse.Namespace) -> list[Run]:
+    """Every run of the sweep, each checked (flags, values, env ids, directories) before any starts."""
+    algos, envs = options.algos.split(), options.envs.split()
+    for algo in algos:
+        if algo not in SCRIPTS:
+            fail(f"unknown algorithm '{algo}' (choose from {', '.join(SCRIPTS)})")
+    try:
+        seeds = [int(seed) for seed in options.seeds.split()]
+        steps = int(options.steps)
+    except ValueError:
+        fail(f"seeds and steps must be integers, got seeds '{options.seeds}' and steps '{options.steps}'")
+    if not algos or not envs or not seeds:
+        fail("nothing to run: give at least one algorithm, env and seed")
+    if steps <= 0:
+        fail(f"--steps must be positive, got {steps}")
+    import gymnasium as gym
+
+    for env_id in envs:
+        if env_id not in gym.registry:
+            close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+            fail(f"unknown env id '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    grid = parse_assignments(options.grid, "--grid")
+    fixed = parse_assignments(options.set, "--set")
+    for key, choices in fixed:
+        if len(choices) > 1:
+            fail(f"--set: '{key}' takes one value; vary it with --grid")
+    if set(dict(grid)) & set(dict(fixed)):
+        fail(f"--grid and --set both give {', '.join(set(dict(grid)) & set(dict(fixed)))}")
+
+    runs = []
+    for algo in algos:
+        module = load_script(algo)
+        fixed_flags = [flag for key, (value,) in fixed for flag in flag_for(module, algo, key, value)]
+        for combination in itertools.product(*(choices for _, choices in grid)):
+            chosen = list(zip([key for key, _ in grid], combination, strict=True))
+            flags = [flag for key, value in chosen for flag in flag_for(module, algo, key, value)]
+            setting = ",".join(f"{key}={value}" for key, value in chosen) or "default"
+            for env_id, seed in itertools.product(envs, seeds):
+                runs.append(Run(algo, env_id, seed, steps, setting, flags + fixed_flags, options.runs_dir))
+        # Values of the right type can still be nonsense together (a batch larger than the buffer).
+        for run in runs:
+            if run.algo == algo:
+                try:
+                    module.check_args(module.tyro.cli(module.Args, args=run.start_flags()))
+                except SystemExit as error:
+                    fail(f"{run.name}: {error}".replace(": error: ", ": "))
+
+    for run in runs:
+        if os.path.isdir(run.run_dir) and os.listdir(run.run_dir):
+            marker = os.path.join(run.run_dir, MARKER)
+            if not os.path.exists(marker):
+                fail(
+                    f"{run.run_dir} exists but benchmark.sh did not make it; "
+                    "move it or use another --runs-dir"
+                )
+            with open(marker) as f:
+                made_by = json.load(f)
+            if made_by != run.config():
+                fail(
+                    f"{run.run_dir} was made by another configuration ({made_by}); "
+                    "move it or use another --runs-dir"
+                )
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one run: the same for a local worker and a Slurm array task
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare(run: Run) -> None:
+    """Mark the directory as this configuration's; clear what a start killed before its first
+    checkpoint left behind, so that its TensorBoard curve does not hold two first attempts."""
+    os.makedirs(run.run_dir, exist_ok=True)
+    if run.status() == "new":
+        for entry in os.listdir(run.run_dir):
+            if entry not in (MARKER, LOG):
+                path = os.path.join(run.run_dir, entry)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    with open(os.path.join(run.run_dir, MARKER), "w") as f:
+        json.dump(run.config(), f, indent=2)
+
+
+def single_threaded_env(threads: int) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def run_one(run: Run, threads: int) -> tuple[int, str]:
+    status = run.status()
+    if status == "finished":
+        return 0, SKIPPED
+    prepare(run)
+    command = run.command(threads)
+    with open(os.path.join(run.run_dir, LOG), "a") as log:
+        log.write(f"\n# started {time.time():.3f} ({time.ctime()})\n$ {shlex.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=single_threaded_env(threads), cwd=run.run_dir
+        )
+        RUNNING.add(process)
+        code = process.wait()
+        RUNNING.discard(process)
+        log.write(f"# ended {time.time():.3f} ({time.ctime()}), exit {code}\n")
+    verb = "resumed" if status == "interrupted" else "ran"
+    return code, f"{verb}, {'finished' if code == 0 else f'FAILED (exit {code})'}"
+
+
+RUNNING: set[subprocess.Popen] = set()
+
+
+def run_locally(runs: list[Run], workers: int) -> bool:
+    """Each run is its own single-threaded process; a failed run does not stop the others."""
+    stopping = threading.Event()
+
+    def stop(signum, frame):
+        # The training scripts checkpoint on SIGTERM: the next identical sweep resumes them.
+        stopping.set()
+        for process in list(RUNNING):
+            process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    results: dict[str, tuple[int, str]] = {}
+    lock = threading.Lock()
+
+    def work(run: Run) -> None:
+        if stopping.is_set():
+            results[run.name] = (1, "not started (sweep stopped)")
+            return
+        started = time.time()
+        results[run.name] = run_one(run, threads=1)
+        took = f" in {(time.time() - started) / 60:.1f} min" if results[run.name][1] != SKIPPED else ""
+        with lock:
+            print(f"[{len(results)}/{len(runs)}] {run.name}: {results[run.name][1]}{took}", flush=True)
+
+    print(f"{len(runs)} runs, {workers} workers; each run logs to <run dir>/{LOG}", flush=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(work, runs))
+    failed = [name for name, (code, _) in results.items() if code != 0]
+    print(f"\n{len(runs) - len(failed)} of {len(runs)} runs finished or already done", flush=True)
+    for name in failed:
+        print(f"  failed: {name}: {results[name][1]}; see {os.path.join(runs[0].runs_dir, name, LOG)}")
+    if stopping.is_set():
+        print("stopped: run the same command again to resume")
+    return not failed and not stopping.is_set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Slurm: one array job, one task per run that has not finished
+# ---------------------------------------------------------------------------------------------
+
+
+def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
+    pending = [run for run in runs if run.status() != "finished"]
+    if not pending:
+        print("all runs have finished; nothing to submit")
+        return True
+    if shutil.which("sbatch") is None:
+        fail("--slurm needs sbatch on the PATH")
+    slurm_dir = os.path.abspath(os.path.join(options.runs_dir, "slurm"))
+    os.makedirs(slurm_dir, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    plan_path = os.path.join(slurm_dir, f"plan-{stamp}.json")
+    with open(plan_path, "w") as f:
+        json.dump({"threads": options.cpus_per_task, "runs": [asdict(run) for run in pending]}, f, indent=2)
+    directives = [
+        f"--job-name={options.job_name}",
+        f"--array=0-{len(pending) - 1}",
+        "--ntasks=1",
+        f"--cpus-per-task={options.cpus_per_task}",
+        f"--output={slurm_dir}/%A_%a.out",
+        *([f"--partition={options.partition}"] if options.partition else []),
+        *([f"--time={options.time}"] if options.time else []),
+    ]
+    script_path = os.path.join(slurm_dir, f"array-{stamp}.sbatch")
+    with open(script_path, "w") as f:
+        f.write("#!/bin/bash\n" + "".join(f"#SBATCH {line}\n" for line in directives))
+        f.write("# task i runs plan entry i: skipped if finished, resumed if interrupted\n")
+        f.write(
+            f"exec {shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} "
+            f'--run-task "$SLURM_ARRAY_TASK_ID" --plan {shlex.quote(plan_path)}\n'
+        )
+    skipped = len(runs) - len(pending)
+    print(
+        f"submitting {len(pending)} runs as one array job ({skipped} finished runs skipped); "
+        f"task logs: {slurm_dir}/<job>_<task>.out, run logs: <run dir>/{LOG}",
+        flush=True,
+    )
+    result = subprocess.run(["sbatch", *shlex.split(options.sbatch_args), script_path])
+    return result.returncode == 0
+
+
+def run_task(index: int, plan_path: str) -> int:
+    with open(plan_path) as f:
+        saved = json.load(f)
+    run = Run(**saved["runs"][index])
+    code, outcome = run_one(run, threads=saved["threads"])
+    print(f"{run.name}: {outcome}", flush=True)
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_options(argv: list[str]) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="bash benchmark.sh",
+        description="Sweep algorithms x envs x seeds x grid settings, locally or as one Slurm array "
+        "job, then plot and tabulate. Each option also reads its environment variable (ALGOS, ENVS, "
+        "SEEDS, STEPS, GRID, SET, WORKERS, RUNS_DIR); a flag wins over the variable.",
+        epilog='example: ALGOS=ppo SEEDS="1 2" bash benchmark.sh --grid "gamma=0.99,0.995"',
+    )
+    add = parser.add_argument
+    add("--algos", default=env("ALGOS", "sac ppo"), help="algorithms (default: %(default)s)")
+    add("--envs", default=env("ENVS", DEFAULT_ENVS), help="env ids (default: %(default)s)")
+    add("--seeds", default=env("SEEDS", "1 2 3"), help="seeds (default: %(default)s)")
+    add("--steps", default=env("STEPS", "1000000"), help="env steps per run (default: %(default)s)")
+    add(
+        "--grid",
+        default=env("GRID", ""),
+        help='settings to cross, e.g. "gamma=0.99,0.995 gae-lambda=0.95,0.97": '
+        "one run per combination per env and seed",
+    )
+    add(
+        "--set",
+        default=env("SET", ""),
+        help='flags for every run, one value each, e.g. "eval-every=5000";'
+        " recorded in benchmark.json, not in the run name",
+    )
+    add("--runs-dir", default=env("RUNS_DIR", "runs"), help="where runs go (default: %(default)s)")
+    add(
+        "--workers",
+        type=int,
+        default=int(env("WORKERS", os.cpu_count() or 1)),
+        help="runs at once, each single-threaded (default: one per core, %(default)s)",
+    )
+    add("--dry-run", action="store_true", help="print the commands, run nothing")
+    add("--report", action="store_true", help="only make the plots and the table of what is there")
+    add("--no-report", action="store_true", help="no plots and table after the runs")
+    slurm = parser.add_argument_group("Slurm")
+    slurm.add_argument("--slurm", action="store_true", help="submit one array job, a task per unfinished run")
+    slurm.add_argument("--partition", default=None, help="sbatch --partition")
+    slurm.add_argument("--time", default=None, help="sbatch --time, e.g. 24:00:00")
+    slurm.add_argument(
+        "--cpus-per-task", type=int, default=1, help="sbatch --cpus-per-task; the torch threads"
+    )
+    slurm.add_argument("--job-name", default="benchmark", help="sbatch --job-name")
+    slurm.add_argument(
+        "--sbatch-args",
+        default="",
+        help="more sbatch options, e.g. --sbatch-args='--wait --mem=4G' (mind the =)",
+    )
+    add("--run-task", type=int, help=argparse.SUPPRESS)  # a Slurm array task's entry point
+    add("--plan", help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    if options.workers < 1 or options.cpus_per_task < 1:
+        fail("--workers and --cpus-per-task must be at least 1")
+    # Runs start in their own directories, Slurm tasks wherever Slurm puts them.
+    options.runs_dir = os.path.abspath(options.runs_dir)
+    return options
+
+
+def main(argv: list[str]) -> int:
+    options = parse_options(argv)
+    if options.run_task is not None:
+        return run_task(options.run_task, options.plan)
+    if options.report:
+        return report(options.runs_dir)
+    runs = plan(options)
+    if options.dry_run:
+        for run in runs:
+            line = shlex.join(run.command(threads=options.cpus_per_task if options.slurm else 1))
+            print(f"# {run.name}: finished, skipped" if run.status() == "finished" else line)
+        return 0
+    succeeded = submit_to_slurm(runs, options) if options.slurm else run_locally(runs, options.workers)
+    waited = options.slurm and "--wait" in shlex.split(options.sbatch_args)
+    if not options.no_report and (waited or not options.slurm):
+        report(options.runs_dir)
+    return 0 if succeeded else 1
+
+
+def report(runs_dir: str) -> int:
+    sys.path.insert(0, REPO)
+    import plot
+
+    return plot.main([runs_dir, "--out", os.path.join(runs_dir, "report")])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

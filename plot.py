@@ -1,0 +1,246 @@
+"""Convergence plots and a results table from run directories (benchmark.sh calls it after a sweep).
+
+    python plot.py runs/                         # every run under runs/, into runs/report/
+    python plot.py runs/ --out docs/ --tag charts/episodic_return
+
+Runs with the same algorithm, env and setting are the seeds of one curve: the mean over seeds
+with a 95% bootstrap confidence band, on the steps where each seed has data (seeds of different
+lengths are averaged over the seeds that reach a step). The table holds each finished run's final
+deterministic evaluation, as the training scripts wrote it in summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+# A setting is what differs from the script's defaults, less what changes how but not what is trained.
+NOT_A_SETTING = {
+    "exp_name", "seed", "env_id", "total_timesteps", "run_name", "runs_dir", "resume", "threads", "cuda",
+    "track", "wandb_project_name", "wandb_entity", "capture_video", "checkpoint_every", "save_buffer",
+    "eval_every", "eval_episodes", "torch_deterministic",
+}  # fmt: skip
+
+
+def fail(message: str) -> None:
+    raise SystemExit(f"error: {message}")
+
+
+def find_run_dirs(paths: list[str]) -> list[str]:
+    found = set()
+    for path in paths:
+        if not os.path.isdir(path):
+            fail(f"{path} is not a directory")
+        for events in glob.glob(os.path.join(path, "**", "events.out.tfevents.*"), recursive=True):
+            found.add(os.path.dirname(events))
+    return sorted(found)
+
+
+def setting_from_args(algorithm: str, saved_args: dict) -> str:
+    """For runs not made by benchmark.sh: the saved flags that differ from the script's defaults."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    module = __import__(f"{algorithm}_continuous")
+    sys.path.pop(0)
+    defaults = vars(module.Args())
+    changed = [
+        f"{name.replace('_', '-')}={value}"
+        for name, value in saved_args.items()
+        if name not in NOT_A_SETTING and name in defaults and value != defaults[name]
+    ]
+    return ",".join(changed) or "default"
+
+
+def describe(run_dir: str) -> dict | None:
+    """algorithm, env, seed and setting of a run, or None for a directory that is not one of ours."""
+    summary_path, marker_path = os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "benchmark.json")
+    summary = json.load(open(summary_path)) if os.path.exists(summary_path) else None
+    if os.path.exists(marker_path):
+        marker = json.load(open(marker_path))
+        return {"algo": marker["algo"], "env_id": marker["env_id"], "seed": marker["seed"],
+                "setting": marker["setting"], "summary": summary}  # fmt: skip
+    # A run started by hand: its policy file knows how it was made.
+    models = sorted(glob.glob(os.path.join(run_dir, "models", "*.pt")))
+    candidates = [
+        os.path.join(run_dir, "final_model.pt"),
+        *models[-1:],
+        os.path.join(run_dir, "checkpoint.pt"),
+    ]
+    existing = [path for path in candidates if os.path.exists(path)]
+    if not existing:
+        return None
+    import torch
+
+    try:
+        checkpoint = torch.load(existing[0], map_location="cpu", weights_only=True)
+        args = checkpoint["args"]
+        return {"algo": checkpoint["algorithm"], "env_id": checkpoint["env_id"], "seed": args["seed"],
+                "setting": setting_from_args(checkpoint["algorithm"], args), "summary": summary}  # fmt: skip
+    except Exception as error:  # a foreign or broken file: say so, and go on with the others
+        print(f"warning: skipping {run_dir}: {existing[0]} is not readable ({error})", file=sys.stderr)
+        return None
+
+
+def read_curve(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return np.zeros(0), np.zeros(0)
+    # A resumed run rewrites the steps after its checkpoint: the last value written for a step wins.
+    by_step = {event.step: event.value for event in events.Scalars(tag)}
+    steps = np.array(sorted(by_step), dtype=np.float64)
+    return steps, np.array([by_step[step] for step in sorted(by_step)], dtype=np.float64)
+
+
+def aggregate(curves: list[tuple[np.ndarray, np.ndarray]], points: int = 300, resamples: int = 2000):
+    """Mean over seeds and a 95% bootstrap band, each seed used only within the steps it covers."""
+    curves = [(steps, values) for steps, values in curves if len(steps)]
+    if not curves:
+        return None
+    all_steps = np.unique(np.concatenate([steps for steps, _ in curves]))
+    grid = all_steps if len(all_steps) <= points else np.linspace(all_steps[0], all_steps[-1], points)
+    table = np.full((len(grid), len(curves)), np.nan)
+    for column, (steps, values) in enumerate(curves):
+        covered = (grid >= steps[0]) & (grid <= steps[-1])
+        table[covered, column] = np.interp(grid[covered], steps, values)
+    rng = np.random.default_rng(0)
+    mean, low, high = (np.full(len(grid), np.nan) for _ in range(3))
+    for row, values in enumerate(table):
+        values = values[~np.isnan(values)]
+        if len(values) == 0:
+            continue
+        mean[row] = low[row] = high[row] = values.mean()
+        if len(values) > 1:
+            means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+            low[row], high[row] = np.percentile(means, [2.5, 97.5])
+    return grid, mean, low, high
+
+
+def draw(ax, groups: dict, env_id: str, tag: str) -> None:
+    labels = {(algo, setting) for algo, env, setting in groups if env == env_id}
+    show_setting = len({setting for _, setting in labels}) > 1
+    for (algo, env, setting), runs in sorted(groups.items()):
+        if env != env_id:
+            continue
+        result = aggregate([run["curve"] for run in runs])
+        if result is None:
+            continue
+        grid, mean, low, high = result
+        label = f"{algo} {setting}" if show_setting else algo
+        line = ax.plot(grid, mean, label=f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")[0]
+        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_title(env_id)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("eval return (deterministic)" if tag.startswith("eval/") else tag)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+
+
+def hours(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def results_table(groups: dict) -> str:
+    lines = [
+        "| algorithm | env | setting | steps | seeds | final eval return, mean ± std over seeds | per seed "
+        "| wall-clock per run | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (algo, env_id, setting), runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
+        finished = [
+            run["summary"] for run in runs if run["summary"] and run["summary"].get("final_eval_mean")
+        ]
+        unfinished = len(runs) - len(finished)
+        seeds = f"{len(finished)}" + (f" (+{unfinished} unfinished)" if unfinished else "")
+        if not finished:
+            lines.append(f"| {algo} | {env_id} | {setting} | - | {seeds} | - | - | - | - |")
+            continue
+        returns = [summary["final_eval_mean"] for summary in finished]
+        steps = sorted({summary["global_step"] for summary in finished})
+        per_seed = ", ".join(f"{summary['seed']}: {summary['final_eval_mean']:.0f}" for summary in finished)
+        lines.append(
+            f"| {algo} | {env_id} | {setting} | {'/'.join(f'{s:,}' for s in steps)} | {seeds} "
+            f"| {mean_std(returns)} | {per_seed} | {hours(np.mean([s['wall_clock_s'] for s in finished]))} "
+            f"| {np.mean([s['sps'] for s in finished]):.0f} |"
+        )
+    episodes = {
+        run["summary"]["final_eval_episodes"] for runs in groups.values() for run in runs if run["summary"]
+    }
+    lines.append(
+        "\nFinal eval: the deterministic policy (the mean action; PPO's observation normalization frozen), "
+        f"{'/'.join(map(str, sorted(episodes))) or '-'} seeded episodes per run at the end of training; "
+        "the mean of each run, then mean ± std (population) over seeds. Wall-clock and steps/s include "
+        "the periodic evaluations."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Convergence plots (PNG) and a Markdown results table.")
+    parser.add_argument("paths", nargs="+", help="run directories, or folders holding them")
+    parser.add_argument("--out", default=None, help="where the report goes (default: <first path>/report)")
+    parser.add_argument("--tag", default="eval/episodic_return", help="the TensorBoard scalar on the y axis")
+    options = parser.parse_args(argv)
+    out = options.out or os.path.join(options.paths[0], "report")
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for run_dir in find_run_dirs(options.paths):
+        if os.path.abspath(run_dir).startswith(os.path.abspath(out) + os.sep):
+            continue
+        run = describe(run_dir)
+        if run is not None:
+            run["curve"] = read_curve(run_dir, options.tag)
+            groups[(run["algo"], run["env_id"], run["setting"])].append(run)
+    if not groups:
+        fail(f"no runs (directories with TensorBoard events) under {', '.join(options.paths)}")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out, exist_ok=True)
+    env_ids = sorted({env_id for _, env_id, _ in groups})
+    written = []
+    for env_id in env_ids:
+        figure, ax = plt.subplots(figsize=(6, 4))
+        draw(ax, groups, env_id, options.tag)
+        figure.tight_layout()
+        written.append(os.path.join(out, f"{env_id}.png"))
+        figure.savefig(written[-1], dpi=100)
+        plt.close(figure)
+    columns = min(2, len(env_ids))
+    rows = math.ceil(len(env_ids) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
+    for ax, env_id in zip(axes.flat, env_ids, strict=False):
+        draw(ax, groups, env_id, options.tag)
+    for ax in list(axes.flat)[len(env_ids) :]:
+        ax.set_visible(False)
+    figure.tight_layout()
+    written.append(os.path.join(out, "all_envs.png"))
+    figure.savefig(written[-1], dpi=100)
+    plt.close(figure)
+    table = results_table(groups)
+    written.append(os.path.join(out, "results.md"))
+    with open(written[-1], "w") as f:
+        f.write(table)
+    print(table)
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

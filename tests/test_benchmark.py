@@ -1,0 +1,274 @@
+"""benchmark.sh and plot.py: dry runs, a tiny real sweep on two workers, skip and resume, the
+report, a run directory of another configuration, bad input, and the Slurm array on a real
+one-node cluster."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARK = os.path.join(REPO, "benchmark.sh")
+# Two envs whose untrained policies fall within tens of steps, so evaluation costs nothing.
+ENVS = "InvertedPendulum-v4 InvertedDoublePendulum-v4"
+TINY_PPO = "num-steps=64 num-minibatches=2 update-epochs=2 hidden-size=16 eval-episodes=2 eval-every=128"
+
+
+def benchmark(*flags, check=True, popen=False):
+    command = ["bash", BENCHMARK, *flags]
+    if popen:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def tiny_sweep(runs_dir, *flags, seeds="1 2", steps=256):
+    return [
+        "--algos",
+        "ppo",
+        "--envs",
+        ENVS,
+        "--seeds",
+        seeds,
+        "--steps",
+        str(steps),
+        "--runs-dir",
+        str(runs_dir),
+        "--set",
+        TINY_PPO,
+        *flags,
+    ]
+
+
+def run_times(log_path):
+    """(start, end) of each attempt in a run's benchmark.log."""
+    text = open(log_path).read()
+    starts = [float(t) for t in re.findall(r"^# started ([\d.]+)", text, re.M)]
+    ends = [float(t) for t in re.findall(r"^# ended ([\d.]+)", text, re.M)]
+    return list(zip(starts, ends, strict=True))
+
+
+def test_dry_run_lists_one_command_per_combination_and_starts_nothing(tmp_path):
+    result = benchmark(
+        "--dry-run",
+        "--algos",
+        "sac ppo",
+        "--envs",
+        "Walker2d-v4 Humanoid-v5",
+        "--seeds",
+        "1 2 3",
+        "--steps",
+        "5000",
+        "--grid",
+        "gamma=0.99,0.995 hidden-size=64",
+        "--runs-dir",
+        str(tmp_path / "r"),
+    )
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 * 2 * 3 * 2  # algorithms x envs x seeds x gamma values
+    first = lines[0].split()
+    assert first[1].endswith("sac_continuous.py")
+    assert first[first.index("--env-id") + 1] == "Walker2d-v4" and first[first.index("--seed") + 1] == "1"
+    assert first[first.index("--run-name") + 1] == "Walker2d-v4__sac__gamma=0.99,hidden-size=64__1"
+    assert "--total-timesteps 5000" in lines[0] and "--threads 1" in lines[0]
+    assert "--gamma 0.99 --hidden-size 64" in lines[0]
+    names = {line.split("--run-name ")[1].split()[0] for line in lines}
+    assert len(names) == len(lines)  # every run has its own directory
+    assert "Humanoid-v5__ppo__gamma=0.995,hidden-size=64__3" in names
+    assert not os.path.exists(tmp_path / "r")
+
+
+def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
+    result = benchmark(
+        "--dry-run",
+        "--algos",
+        "ppo",
+        "--envs",
+        "Hopper-v4",
+        "--seeds",
+        "4",
+        "--grid",
+        "norm-obs=true,false target-kl=None,0.02",
+        "--runs-dir",
+        str(tmp_path),
+    )
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert "--norm-obs --target-kl None" in lines[0] and "--no-norm-obs --target-kl 0.02" in lines[3]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--algos", "dqn"], "unknown algorithm 'dqn'"),
+        (["--envs", "HalfCheeta-v4"], "did you mean HalfCheetah-v4"),
+        (["--seeds", "1 two"], "seeds and steps must be integers"),
+        (["--steps", "-5"], "--steps must be positive"),
+        (["--grid", "gamma"], "'gamma' is not NAME=VALUE"),
+        (["--grid", "gamma=0.9,"], "'gamma=0.9,' is not NAME=VALUE"),
+        (["--grid", "gamma=abc"], "gamma takes a number"),
+        (["--grid", "gae-lambda=0.9", "--algos", "sac"], "--gae-lambda is not a flag of sac_continuous.py"),
+        (["--grid", "gama=0.9"], "did you mean gamma"),
+        (["--grid", "seed=1,2"], "set by the sweep itself"),
+        (["--grid", "batch-size=2000000", "--algos", "sac"], "larger than --buffer-size"),
+        (["--set", "gamma=0.9,0.99"], "takes one value"),
+    ],
+)
+def test_bad_input_is_one_line_before_anything_starts(tmp_path, flags, message):
+    result = benchmark("--runs-dir", str(tmp_path / "r"), *flags, check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("error:") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not os.path.exists(tmp_path / "r")
+
+
+def test_tiny_sweep_runs_in_parallel_skips_on_rerun_and_reports(tmp_path):
+    runs_dir = tmp_path / "runs"
+    result = benchmark(*tiny_sweep(runs_dir, "--workers", "2"))
+    names = [f"{env}__ppo__default__{seed}" for env in ENVS.split() for seed in (1, 2)]
+    for name in names:
+        summary = json.load(open(runs_dir / name / "summary.json"))
+        assert summary["global_step"] == 256 and summary["final_eval_episodes"] == 2
+        assert json.load(open(runs_dir / name / "benchmark.json"))["setting"] == "default"
+    assert "4 of 4 runs finished" in result.stdout
+    # Two workers: some runs overlapped in time; never more than two at once.
+    spans = [span for name in names for span in run_times(runs_dir / name / "benchmark.log")]
+    overlapping = [sum(start <= t < end for start, end in spans) for t, _ in spans]
+    assert max(overlapping) == 2
+
+    # The report: one plot per env, all envs in one figure, and the table with both seeds.
+    report = runs_dir / "report"
+    for png in ("InvertedPendulum-v4.png", "InvertedDoublePendulum-v4.png", "all_envs.png"):
+        assert (report / png).read_bytes().startswith(b"\x89PNG")
+    table = (report / "results.md").read_text()
+    row = next(line for line in table.splitlines() if "| InvertedPendulum-v4 |" in line)
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[:5] == ["ppo", "InvertedPendulum-v4", "default", "256", "2"]
+    returns = [
+        json.load(open(runs_dir / f"InvertedPendulum-v4__ppo__default__{s}/summary.json"))["final_eval_mean"]
+        for s in (1, 2)
+    ]
+    assert cells[5] == f"{np.mean(returns):.1f} ± {np.std(returns):.1f}"
+
+    # The same command again does no work.
+    mtimes = {name: os.path.getmtime(runs_dir / name / "summary.json") for name in names}
+    again = benchmark(*tiny_sweep(runs_dir, "--workers", "2", "--no-report"))
+    assert again.stdout.count("skipped (finished)") == 4
+    assert mtimes == {name: os.path.getmtime(runs_dir / name / "summary.json") for name in names}
+    assert all(len(run_times(runs_dir / name / "benchmark.log")) == 1 for name in names)
+
+    # Another configuration under the same names is refused, and so is a directory not made here.
+    other = benchmark(*tiny_sweep(runs_dir, "--workers", "2"), "--set", TINY_PPO + " gamma=0.9", check=False)
+    assert other.returncode != 0 and "made by another configuration" in other.stderr
+    os.remove(runs_dir / names[0] / "benchmark.json")
+    foreign = benchmark(*tiny_sweep(runs_dir), check=False)
+    assert foreign.returncode != 0 and "benchmark.sh did not make it" in foreign.stderr
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_the_others_go_on(tmp_path):
+    runs_dir = tmp_path / "runs"
+    flags = tiny_sweep(
+        runs_dir,
+        "--workers",
+        "1",
+        "--no-report",
+        "--set",
+        TINY_PPO + " checkpoint-every=64",
+        seeds="1 2",
+        steps=6400,
+    )
+    flags[flags.index("--envs") + 1] = "InvertedPendulum-v4"
+    victim = runs_dir / "InvertedPendulum-v4__ppo__default__1"
+    sweep = benchmark(*flags, popen=True)
+    deadline = time.time() + 120
+    while not (victim / "checkpoint.pt").exists():
+        assert time.time() < deadline and sweep.poll() is None, "no checkpoint"
+        time.sleep(0.2)
+    training = subprocess.run(
+        ["pgrep", "-f", "--", f"--run-name {victim.name}"], capture_output=True, text=True
+    )
+    os.kill(int(training.stdout.split()[0]), signal.SIGKILL)
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 1 and "FAILED (exit -9)" in output and "1 of 2 runs finished" in output
+    assert not (victim / "summary.json").exists()
+    assert (runs_dir / "InvertedPendulum-v4__ppo__default__2" / "summary.json").exists()
+
+    resumed = benchmark(*flags)
+    assert "resumed, finished" in resumed.stdout and "skipped (finished)" in resumed.stdout
+    assert "--resume" in open(victim / "benchmark.log").read().split("$ ")[-1].splitlines()[0]
+    assert json.load(open(victim / "summary.json"))["global_step"] == 6400
+
+
+def test_plot_averages_seeds_of_different_lengths_with_missing_points():
+    sys.path.insert(0, REPO)
+    import plot
+
+    short = (np.array([0.0, 10.0]), np.array([0.0, 10.0]))
+    long = (np.array([0.0, 20.0, 30.0]), np.array([2.0, 22.0, 32.0]))  # no point at 10
+    empty = (np.zeros(0), np.zeros(0))  # a run that has not evaluated yet
+    grid, mean, low, high = plot.aggregate([short, long, empty])
+    assert list(grid) == [0.0, 10.0, 20.0, 30.0]
+    # At 10 the long seed is interpolated (12); past the short seed's end only the long one counts.
+    assert np.allclose(mean, [1.0, 11.0, 22.0, 32.0])
+    assert low[0] <= 1.0 <= high[0] and low[0] < high[0]
+    assert low[3] == high[3] == 32.0  # one seed: no band
+    assert plot.aggregate([empty]) is None
+
+
+def test_plot_refuses_a_folder_without_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path)], capture_output=True, text=True
+    )
+    assert (
+        result.returncode != 0
+        and result.stderr.strip() == f"error: no runs (directories with TensorBoard events) under {tmp_path}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Slurm: a real one-node cluster (Debian's slurm-wlm and munge; .ci/run installs them)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path_factory):
+    if shutil.which("slurmctld") is None and not os.environ.get("CI"):
+        pytest.skip("Slurm is not installed here (.ci/run installs it: slurmctld slurmd slurm-client munge)")
+    cluster_dir = tmp_path_factory.mktemp("slurm")
+    script = os.path.join(REPO, "tests", "slurm_cluster.sh")
+    started = subprocess.run(["bash", script, "start", str(cluster_dir)], capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield {**os.environ, "SLURM_CONF": str(cluster_dir / "slurm.conf")}
+    finally:
+        subprocess.run(["bash", script, "stop", str(cluster_dir)], capture_output=True)
+
+
+def test_slurm_array_runs_each_run_as_a_task_and_skips_finished_ones(tmp_path, slurm_cluster):
+    runs_dir = tmp_path / "runs"
+    flags = tiny_sweep(runs_dir, "--slurm", "--sbatch-args=--wait", "--partition", "debug", "--time", "10")
+    result = subprocess.run(
+        ["bash", BENCHMARK, *flags], capture_output=True, text=True, env=slurm_cluster, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "submitting 4 runs as one array job" in result.stdout
+    task_logs = sorted(os.listdir(runs_dir / "slurm"))
+    assert len([log for log in task_logs if log.endswith(".out")]) == 4
+    for env in ENVS.split():
+        for seed in (1, 2):
+            assert (
+                json.load(open(runs_dir / f"{env}__ppo__default__{seed}/summary.json"))["global_step"] == 256
+            )
+    assert (runs_dir / "report" / "results.md").exists()
+
+    again = subprocess.run(["bash", BENCHMARK, *flags], capture_output=True, text=True, env=slurm_cluster)
+    assert again.returncode == 0 and "all runs have finished; nothing to submit" in again.stdout
