@@ -312,6 +312,35 @@ class Agent(nn.Module):
         return action, log_prob, entropy, self.get_value(obs)
 
 
+def numpy_policy(agent: Agent, rng: np.random.Generator):
+    """The policy and value function on a NumPy copy of the weights, for acting in the envs.
+
+    A rollout acts on one observation per env at a time. At that size PyTorch spends nearly all
+    of its time in per-operation overhead (a few microseconds each, for ~1 us of arithmetic in
+    all), so NumPy on the same float32 weights acts about five times faster. The copy is taken
+    again after every update. act(obs) returns what get_action_and_value does (action,
+    log-density, value), with the noise drawn from `rng`.
+    """
+    weights = {name: tensor.detach().cpu().numpy() for name, tensor in agent.state_dict().items()}
+
+    def mlp(x: np.ndarray, prefix: str) -> np.ndarray:
+        for i in (0, 2):  # the tanh hidden layers, then the linear output layer
+            x = np.tanh(x @ weights[f"{prefix}.{i}.weight"].T + weights[f"{prefix}.{i}.bias"])
+        return x @ weights[f"{prefix}.4.weight"].T + weights[f"{prefix}.4.bias"]
+
+    log_std = weights["actor_logstd"]
+    std, log_density_offset = np.exp(log_std), -log_std.sum() - 0.5 * math.log(2 * math.pi) * log_std.size
+
+    def act(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs = obs.astype(np.float32)
+        mean = mlp(obs, "actor_mean")
+        noise = rng.standard_normal(mean.shape, dtype=np.float32)
+        log_prob = -0.5 * np.square(noise).sum(-1) + log_density_offset
+        return mean + std * noise, log_prob, mlp(obs, "critic")[:, 0]
+
+    return act
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: plain tensors and Python values only, so torch.load(weights_only=True) reads them
 # and loading a file can never run code from it.
@@ -480,6 +509,7 @@ def train(args: Args) -> dict:
     discounted_returns = np.zeros(args.num_envs)  # for reward scaling
     recent_returns: deque = deque(maxlen=20)
     wandb_id = uuid.uuid4().hex[:12]
+    action_rng = np.random.default_rng(args.seed)  # the rollout's exploration noise
 
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
@@ -493,6 +523,7 @@ def train(args: Args) -> dict:
         wall_clock_before, wandb_id = rollout["wall_clock"], rollout["wandb_id"]
         recent_returns.extend(rollout["recent_returns"])
         torch.set_rng_state(checkpoint["torch_rng"])
+        action_rng.bit_generator.state = rollout["action_rng"]
         env_states = rollout["env_states"]
         if not args.async_envs and all(state is not None for state in env_states):
             for env, state in zip(envs.envs, env_states, strict=True):
@@ -581,6 +612,7 @@ def train(args: Args) -> dict:
                 "episode_returns": torch.as_tensor(episode_returns),
                 "episode_lengths": torch.as_tensor(episode_lengths),
                 "discounted_returns": torch.as_tensor(discounted_returns),
+                "action_rng": action_rng.bit_generator.state,
                 "env_states": env_states,
                 "recent_returns": list(recent_returns),
                 "wandb_id": wandb_id,
@@ -609,16 +641,12 @@ def train(args: Args) -> dict:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
 
         # ----- rollout -----
+        act = numpy_policy(agent, action_rng)
         for step in range(args.num_steps):
             global_step += args.num_envs
             obs_buf[step] = next_obs
             is_transition = valid_buf[step] = ~prev_done
-            with torch.no_grad():
-                action, log_prob, _, value = agent.get_action_and_value(
-                    torch.as_tensor(next_obs, device=device)
-                )
-            actions_buf[step] = action.cpu().numpy()
-            logprobs_buf[step], values_buf[step] = log_prob.cpu().numpy(), value.cpu().numpy()
+            actions_buf[step], logprobs_buf[step], values_buf[step] = act(next_obs)
             # The policy is an unbounded Gaussian; the env gets the action clipped to its bounds.
             raw_obs, rewards, terminations, truncations, _ = envs.step(np.clip(actions_buf[step], low, high))
             dones = terminations | truncations
