@@ -299,6 +299,17 @@ def test_bad_resume(tiny_ppo, tiny, tmp_path):
     expect_error(tiny_ppo(run_name="ppo", resume=str(altered)), "shapes", run=train)
 
 
+@pytest.mark.parametrize("norm_reward", [True, False])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_ppo, norm_reward):
+    # Step 300 pays an infinite reward, inside the second rollout; a checkpoint after the first.
+    args = tiny_ppo(env_id="tests.toy_envs:InfiniteReward-v0", norm_reward=norm_reward, checkpoint_every=256)
+    message = expect_error(args, "non-finite", "Last good checkpoint", run=train)
+    assert "at step 512" in message and "(step 256)" in message
+    checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
+    assert checkpoint["global_step"] == 256
+    assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
+
+
 def test_crafted_pickle_is_refused_not_executed(tiny_ppo, tmp_path):
     crafted, marker = crafted_checkpoint(tmp_path)
     expect_error(tiny_ppo(resume=str(crafted)), "cannot read checkpoint", run=train)
