@@ -93,10 +93,11 @@ class Run:
     def command(self, threads: int) -> list[str]:
         """Start the run, or continue it from its last checkpoint with its saved settings."""
         script = [sys.executable, os.path.join(REPO, SCRIPTS[self.algo])]
+        flags = self.start_flags()
         if self.status() == "interrupted":
-            flags = ["--resume", os.path.join(self.run_dir, "checkpoint.pt")]
-        else:
-            flags = self.start_flags()
+            # The same flags again: they match the saved settings, and the ones a resume may
+            # change (--checkpoint-every, --save-buffer, ...) would otherwise fall back to defaults.
+            flags = ["--resume", os.path.join(self.run_dir, "checkpoint.pt"), *flags]
         return [*script, *flags, "--threads", str(threads)]
 
 

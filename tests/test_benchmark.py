@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(REPO, "benchmark.sh")
@@ -47,6 +48,10 @@ def tiny_sweep(runs_dir, *flags, seeds="1 2", steps=256):
         TINY_PPO,
         *flags,
     ]
+
+
+def load_checkpoint(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def run_times(log_path):
@@ -204,7 +209,9 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_the_others_go_on(tmp_path)
 
     resumed = benchmark(*flags)
     assert "resumed, finished" in resumed.stdout and "skipped (finished)" in resumed.stdout
-    assert "--resume" in open(victim / "benchmark.log").read().split("$ ")[-1].splitlines()[0]
+    command = open(victim / "benchmark.log").read().split("$ ")[-1].splitlines()[0]
+    assert "--resume" in command and "--checkpoint-every 64" in command
+    assert load_checkpoint(victim / "checkpoint.pt")["args"]["checkpoint_every"] == 64
     assert json.load(open(victim / "summary.json"))["global_step"] == 6400
 
 
