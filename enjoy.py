@@ -52,6 +52,9 @@ COMMON_KEYS = (
 )
 GIF_COLORS = 64  # one palette for the whole GIF; 64 colours look right for these scenes
 GIF_MAX_FPS = 16  # by default the GIF keeps just enough frames for this many per simulated second
+# Episodes scored side by side at most: enough that one batched policy forward costs little per env
+# step, few enough that making the envs (a few ms each) stays small next to the episodes.
+SCORE_ENVS = 16
 warnings.filterwarnings("ignore", message=".*is out of date.*")  # the -v4 ids are the default on purpose
 
 
@@ -411,6 +414,48 @@ def run_episode(
     return episode_return, length, drawn
 
 
+def score_episodes(
+    envs: list[gym.Env],
+    policy: Callable[[np.ndarray], np.ndarray],
+    seeds: list[int],
+    max_steps: int | None,
+) -> tuple[list[float], list[int]]:
+    """Episodes side by side, one per env, with one policy forward per step for all of them.
+
+    Episode k starts from env.reset(seed=seeds[k]) and ends at its own end, exactly as in
+    run_episode; an env whose episode ended starts the next one not yet started, or rests. Only
+    the envs still playing are stepped, so nothing is counted past an episode's end and no step is
+    spent on an episode nobody asked for. (A Gymnasium vector env would step every env every time,
+    resetting finished ones into unseeded episodes, and merge every env's info dict each step.)
+    The returns are run_episode's to float rounding only: a matrix product over several
+    observations rounds differently from one over a single observation.
+    """
+    returns, lengths = [0.0] * len(seeds), [0] * len(seeds)
+    space = envs[0].observation_space
+    obs = np.zeros((len(envs), *space.shape), space.dtype)  # env i's observation in row i
+    playing: list[int | None] = [None] * len(envs)  # the episode each env plays; None: it rests
+    upcoming = iter(range(len(seeds)))
+
+    def start_next(i: int) -> None:
+        playing[i] = next(upcoming, None)
+        if playing[i] is not None:
+            obs[i] = envs[i].reset(seed=seeds[playing[i]])[0]
+
+    for i in range(len(envs)):
+        start_next(i)
+    with torch.inference_mode():
+        while live := [i for i, episode in enumerate(playing) if episode is not None]:
+            actions = policy(obs[live])  # numpy in, numpy out: one forward for all the envs playing
+            for i, action in zip(live, actions, strict=True):
+                obs[i], reward, terminated, truncated, _ = envs[i].step(action)
+                episode = playing[i]
+                returns[episode] += float(reward)
+                lengths[episode] += 1
+                if terminated or truncated or lengths[episode] == max_steps:
+                    start_next(i)
+    return returns, lengths
+
+
 # ---------------------------------------------------------------------------------------------
 # GIF and video
 # ---------------------------------------------------------------------------------------------
@@ -480,6 +525,8 @@ def write_video(frames: list[np.ndarray], path: str, fps: float) -> None:
 
 def main(args: Args) -> dict:
     check_args(args)
+    # These small networks gain nothing from a second thread, which on a busy machine costs a lot.
+    torch.set_num_threads(1)
     # With --json -, stdout carries the JSON alone and the human-readable lines go to stderr.
     out = sys.stderr if args.json == "-" else sys.stdout
     paths = checkpoint_paths(args)
@@ -499,27 +546,37 @@ def main(args: Args) -> dict:
         step = checkpoint["global_step"]
         print(f"{path}: {checkpoint['algorithm']} on {env_id}, step {step}, {mode} policy", file=out)
 
+        seeds = [seed + i for i in range(args.eval_episodes)]
         returns, lengths, scored_steps, scored_seconds = [], [], 0, 0.0
-        for episode in range(args.eval_episodes):
-            drawn = frames if episode == 0 else None
-            start = time.perf_counter()
+        if frames is not None:  # the first episode is drawn, one step at a time
             episode_return, length, episode_frames = run_episode(
-                env, policy, seed + episode, args.max_steps, drawn, 1 if args.video else every
+                env, policy, seeds[0], args.max_steps, frames, 1 if args.video else every
             )
-            if drawn is None:  # the speed of scoring alone
-                scored_seconds += time.perf_counter() - start
-                scored_steps += length
-            elif len(paths) > 1:
+            if len(paths) > 1:
                 name = f"step {step}" if len(algorithms) == 1 else f"{checkpoint['algorithm']} step {step}"
                 panels.append(label(episode_frames, name))
             else:
                 panels.append(episode_frames)
             returns.append(episode_return)
             lengths.append(length)
-            print(f"  episode {episode + 1:>3}: return {episode_return:10.2f}   length {length}", file=out)
-        if frames is not None:
             frames.close()
+        # The others are only scored: side by side, one batched forward per step (the speed of
+        # scoring alone, the extra envs' making included).
+        if len(returns) < len(seeds):
+            start = time.perf_counter()
+            count = min(SCORE_ENVS, len(seeds) - len(returns))
+            envs = [env] + [make_env(env_id, path) for _ in range(count - 1)]
+            scored_returns, scored_lengths = score_episodes(
+                envs, policy, seeds[len(returns) :], args.max_steps
+            )
+            for other in envs[1:]:
+                other.close()
+            scored_seconds, scored_steps = time.perf_counter() - start, sum(scored_lengths)
+            returns += scored_returns
+            lengths += scored_lengths
         env.close()
+        for episode, (episode_return, length) in enumerate(zip(returns, lengths, strict=True)):
+            print(f"  episode {episode + 1:>3}: return {episode_return:10.2f}   length {length}", file=out)
 
         mean, std = float(np.mean(returns)), float(np.std(returns))
         speed = f", scored at {scored_steps / scored_seconds:.0f} steps/s" if scored_seconds > 0 else ""
@@ -530,7 +587,7 @@ def main(args: Args) -> dict:
                 "algorithm": checkpoint["algorithm"],
                 "env_id": env_id,
                 "global_step": step,
-                "seeds": [seed + i for i in range(args.eval_episodes)],
+                "seeds": seeds,
                 "returns": returns,
                 "lengths": lengths,
                 "mean": mean,
