@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import fcntl
 import importlib
 import itertools
 import json
@@ -36,6 +37,7 @@ RESERVED = {"env_id", "seed", "total_timesteps", "run_name", "runs_dir", "resume
 MARKER = "benchmark.json"
 SKIPPED = "skipped (finished)"
 LOG = "benchmark.log"
+LOCK = "benchmark.lock"
 
 
 def fail(message: str) -> None:
@@ -150,22 +152,27 @@ def flag_for(module: ModuleType, algo: str, key: str, value: str) -> list[str]:
 
 def plan(options: argparse.Namespace) -> list[Run]:
     """Every run of the sweep, each checked (flags, values, env ids, directories) before any starts."""
-    algos, envs = options.algos.split(), options.envs.split()
+    algos = options.algos.split()
     for algo in algos:
         if algo not in SCRIPTS:
             fail(f"unknown algorithm '{algo}' (choose from {', '.join(SCRIPTS)})")
+    # ENV@STEPS gives one env its own length (SAC's InvertedDoublePendulum target is at 200k steps).
+    env_steps = [
+        (spec.partition("@")[0], spec.partition("@")[2] or options.steps) for spec in options.envs.split()
+    ]
     try:
         seeds = [int(seed) for seed in options.seeds.split()]
-        steps = int(options.steps)
+        env_steps = [(env_id, int(steps)) for env_id, steps in env_steps]
     except ValueError:
-        fail(f"seeds and steps must be integers, got seeds '{options.seeds}' and steps '{options.steps}'")
-    if not algos or not envs or not seeds:
+        fail(f"seeds and steps must be integers, got seeds '{options.seeds}', steps '{options.steps}', "
+             f"envs '{options.envs}'")  # fmt: skip
+    if not algos or not env_steps or not seeds:
         fail("nothing to run: give at least one algorithm, env and seed")
-    if steps <= 0:
-        fail(f"--steps must be positive, got {steps}")
     import gymnasium as gym
 
-    for env_id in envs:
+    for env_id, steps in env_steps:
+        if steps <= 0:
+            fail(f"steps must be positive, got {steps} for {env_id}")
         if env_id not in gym.registry:
             close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
             fail(f"unknown env id '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
@@ -185,7 +192,7 @@ def plan(options: argparse.Namespace) -> list[Run]:
             chosen = list(zip([key for key, _ in grid], combination, strict=True))
             flags = [flag for key, value in chosen for flag in flag_for(module, algo, key, value)]
             setting = ",".join(f"{key}={value}" for key, value in chosen) or "default"
-            for env_id, seed in itertools.product(envs, seeds):
+            for (env_id, steps), seed in itertools.product(env_steps, seeds):
                 runs.append(Run(algo, env_id, seed, steps, setting, flags + fixed_flags, options.runs_dir))
         # Values of the right type can still be nonsense together (a batch larger than the buffer).
         for run in runs:
@@ -224,7 +231,7 @@ def prepare(run: Run) -> None:
     os.makedirs(run.run_dir, exist_ok=True)
     if run.status() == "new":
         for entry in os.listdir(run.run_dir):
-            if entry not in (MARKER, LOG):
+            if entry not in (MARKER, LOG, LOCK):
                 path = os.path.join(run.run_dir, entry)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     with open(os.path.join(run.run_dir, MARKER), "w") as f:
@@ -236,7 +243,20 @@ def single_threaded_env(threads: int) -> dict:
 
 
 def run_one(run: Run, threads: int) -> tuple[int, str]:
-    status = run.status()
+    if run.status() == "finished":
+        return 0, SKIPPED
+    os.makedirs(run.run_dir, exist_ok=True)
+    # Two sweeps started at once (two terminals, a requeued Slurm task) must not run one run twice.
+    with open(os.path.join(run.run_dir, LOCK), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 1, "not run: another sweep is running it"
+        return run_locked(run, threads)
+
+
+def run_locked(run: Run, threads: int) -> tuple[int, str]:
+    status = run.status()  # again: the other sweep may have finished it meanwhile
     if status == "finished":
         return 0, SKIPPED
     prepare(run)
@@ -365,7 +385,11 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--algos", default=env("ALGOS", "sac ppo"), help="algorithms (default: %(default)s)")
-    add("--envs", default=env("ENVS", DEFAULT_ENVS), help="env ids (default: %(default)s)")
+    add(
+        "--envs",
+        default=env("ENVS", DEFAULT_ENVS),
+        help="env ids, ENV@STEPS for a length of its own (default: %(default)s)",
+    )
     add("--seeds", default=env("SEEDS", "1 2 3"), help="seeds (default: %(default)s)")
     add("--steps", default=env("STEPS", "1000000"), help="env steps per run (default: %(default)s)")
     add(

@@ -92,6 +92,42 @@ def test_dry_run_lists_one_command_per_combination_and_starts_nothing(tmp_path):
     assert not os.path.exists(tmp_path / "r")
 
 
+def test_an_env_can_have_its_own_length(tmp_path):
+    result = benchmark(
+        "--dry-run",
+        "--algos",
+        "sac",
+        "--envs",
+        "InvertedDoublePendulum-v4@200000 Hopper-v4",
+        "--seeds",
+        "1",
+        "--steps",
+        "3000",
+        "--runs-dir",
+        str(tmp_path),
+    )
+    first, second = result.stdout.strip().splitlines()
+    assert (
+        "--total-timesteps 200000" in first
+        and "--run-name InvertedDoublePendulum-v4__sac__default__1" in first
+    )
+    assert "--total-timesteps 3000" in second
+
+
+def test_a_run_that_another_sweep_holds_is_left_alone(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import fcntl
+
+    import sweep
+
+    run = sweep.Run("ppo", "InvertedPendulum-v4", 1, 256, "default", [], str(tmp_path))
+    os.makedirs(run.run_dir)
+    with open(os.path.join(run.run_dir, sweep.LOCK), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert sweep.run_one(run, threads=1) == (1, "not run: another sweep is running it")
+    assert os.listdir(run.run_dir) == [sweep.LOCK]  # nothing started, nothing written
+
+
 def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
     result = benchmark(
         "--dry-run",
@@ -117,7 +153,8 @@ def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
         (["--algos", "dqn"], "unknown algorithm 'dqn'"),
         (["--envs", "HalfCheeta-v4"], "did you mean HalfCheetah-v4"),
         (["--seeds", "1 two"], "seeds and steps must be integers"),
-        (["--steps", "-5"], "--steps must be positive"),
+        (["--steps", "-5"], "steps must be positive, got -5"),
+        (["--envs", "Hopper-v4@many"], "seeds and steps must be integers"),
         (["--grid", "gamma"], "'gamma' is not NAME=VALUE"),
         (["--grid", "gamma=0.9,"], "'gamma=0.9,' is not NAME=VALUE"),
         (["--grid", "gamma=abc"], "gamma takes a number"),
