@@ -341,7 +341,18 @@ class FrameSource:
         self.camera.azimuth = config.get("azimuth", self.camera.azimuth)
         self.camera.elevation = config.get("elevation", -20.0)
         self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-        self.camera.trackbodyid = body
+        self.camera.trackbodyid = self.body = body
+        # A running agent soon leaves the floor's drawn area (HalfCheetah's is 80 m across) and
+        # would run on in a grey void. Each frame draws the floor under the agent instead, moved by
+        # whole periods of its texture so that the squares stay where they are on the ground.
+        self.floors = np.flatnonzero(model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE)
+        self.periods = np.ones((len(self.floors), 2))
+        for row, geom in enumerate(self.floors):
+            material = model.geom_matid[geom]
+            if material >= 0 and np.all(model.mat_texrepeat[material] > 0):
+                repeat = model.mat_texrepeat[material]
+                uniform = model.mat_texuniform[material]  # repeats per metre, or over the whole plane
+                self.periods[row] = 1 / repeat if uniform else 2 * model.geom_size[geom, :2] / repeat
 
     @property
     def needs_render_mode(self) -> bool:
@@ -350,7 +361,13 @@ class FrameSource:
 
     def __call__(self) -> np.ndarray:
         if self.renderer is not None:
-            self.renderer.update_scene(self.env.unwrapped.data, camera=self.camera)
+            data = self.env.unwrapped.data
+            # Only the drawn copy moves: the next physics step recomputes geom_xpos from the model.
+            drawn_at = data.geom_xpos[self.floors].copy()
+            shift = np.round(data.xpos[self.body, :2] / self.periods) * self.periods
+            data.geom_xpos[self.floors, :2] += shift
+            self.renderer.update_scene(data, camera=self.camera)
+            data.geom_xpos[self.floors] = drawn_at
             return self.renderer.render()
         try:
             frame = self.env.render()

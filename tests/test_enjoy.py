@@ -8,6 +8,7 @@ import sys
 
 import gymnasium as gym
 import imageio.v3 as iio
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -292,6 +293,21 @@ def test_the_camera_follows_a_running_cheetah():
     assert own_counts[0] > 30 and own_counts[-1] == 0  # the env's own camera sees it, then loses it
     for closable in (tracked, own, tracked_env, own_env):
         closable.close()
+
+
+def test_the_floor_goes_on_where_a_fast_agent_runs():
+    # 100 m out, past the edge of HalfCheetah's drawn floor (40 m from the origin): the ground
+    # below the agent is still the checkered floor, dark and light squares, not a smooth grey void.
+    env = gym.make("HalfCheetah-v4")
+    env.reset(seed=0)
+    source = enjoy.FrameSource(env, 96, 72, track=True)
+    data = env.unwrapped.data
+    data.qpos[0] = 100.0
+    mujoco.mj_forward(env.unwrapped.model, data)
+    ground = source()[54:].astype(int).sum(axis=-1) / 3  # the bottom quarter, grey levels
+    assert (ground < 60).mean() > 0.1 and (ground > 150).mean() > 0.1, np.percentile(ground, [5, 50, 95])
+    source.close()
+    env.close()
 
 
 def test_the_env_own_camera_and_fitted_frames(ppo_run):
