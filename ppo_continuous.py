@@ -90,6 +90,8 @@ class Args:
     """stop the epochs of an update early when the approximate KL exceeds this"""
     hidden_size: int = 64
     """width of the two tanh hidden layers of the policy and of the value network"""
+    log_std_init: float = 0.0
+    """initial log standard deviation of the policy (0: std 1, CleanRL's; lower explores less at first)"""
     norm_obs: bool = True
     """normalize observations with running statistics (saved with the policy, frozen when evaluating)"""
     norm_reward: bool = True
@@ -273,7 +275,7 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 
 class Agent(nn.Module):
     """A Gaussian policy with a state-independent log std, and a separate value network."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, log_std_init: float = 0.0):
         super().__init__()
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, hidden)),
@@ -289,7 +291,7 @@ class Agent(nn.Module):
             nn.Tanh(),
             layer_init(nn.Linear(hidden, act_dim), std=0.01),
         )
-        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+        self.actor_logstd = nn.Parameter(torch.full((1, act_dim), log_std_init))
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -485,7 +487,7 @@ def train(args: Args) -> dict:
             )
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
-    agent = Agent(obs_dim, act_dim, args.hidden_size).to(device)
+    agent = Agent(obs_dim, act_dim, args.hidden_size, args.log_std_init).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
     return_rms = RunningMeanStd() if args.norm_reward else None
