@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Copy what the repository keeps of finished benchmark runs into a folder under runs/: per run its
+# TensorBoard events, summary.json, benchmark.json and final_model.pt (the policy alone, no replay
+# buffer or optimizer); then the plots and the table (plot.py) and, for seed 1 of each algorithm,
+# env and setting, a GIF of three training stages side by side (enjoy.py).
+#
+#   bash benchmarks/publish.sh SOURCE_RUNS_DIR [DEST]     # DEST defaults to runs/published
+#
+# SOURCE_RUNS_DIR is a benchmark.sh --runs-dir; unfinished runs are left out.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source_dir=${1:?usage: bash benchmarks/publish.sh SOURCE_RUNS_DIR [DEST]}
+dest=${2:-runs/published}
+mkdir -p "$dest/gifs"
+for run in "$source_dir"/*__*__*__*/; do
+  name=$(basename "$run")
+  [[ -f $run/summary.json ]] || { echo "skipped (not finished): $name"; continue; }
+  mkdir -p "$dest/$name"
+  cp "$run"/events.out.tfevents.* "$run/summary.json" "$run/benchmark.json" "$run/final_model.pt" "$dest/$name/"
+  if [[ $name == *__1 && ! -f $dest/gifs/${name%__1}.gif ]]; then
+    # 300 steps (15 s of HalfCheetah) of the first, middle and last snapshot, 200x150 each.
+    MUJOCO_GL=${MUJOCO_GL:-egl} python enjoy.py --checkpoint "$run" --stages 3 --episodes 1 --max-steps 300 \
+      --width 200 --height 150 --gif "$dest/gifs/${name%__1}.gif" | tail -2
+  fi
+done
+python plot.py "$dest" --out "$dest/report" > /dev/null
+du -sh "$dest"
