@@ -310,6 +310,19 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_ppo, norm_rew
     assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
 
 
+def test_a_preset_sets_what_the_command_line_leaves_unset():
+    from ppo_continuous import PRESETS, Args, apply_preset
+
+    args = Args(preset="halfcheetah")
+    apply_preset(args)
+    assert args.log_std_init == PRESETS["halfcheetah"]["log_std_init"] != Args().log_std_init
+    explicit = Args(preset="halfcheetah", log_std_init=-2.0)
+    apply_preset(explicit)
+    assert explicit.log_std_init == -2.0
+    with pytest.raises(SystemExit, match="unknown --preset 'cheetah' \\(choose from halfcheetah"):
+        apply_preset(Args(preset="cheetah"))
+
+
 def test_crafted_pickle_is_refused_not_executed(tiny_ppo, tmp_path):
     crafted, marker = crafted_checkpoint(tmp_path)
     expect_error(tiny_ppo(resume=str(crafted)), "cannot read checkpoint", run=train)
