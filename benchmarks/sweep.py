@@ -238,7 +238,10 @@ def prepare(run: Run) -> None:
         json.dump(run.config(), f, indent=2)
 
 
-def single_threaded_env(threads: int) -> dict:
+RUNNING: set[subprocess.Popen] = set()  # the training processes of this sweep, for stop()
+
+
+def thread_limited_env(threads: int) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
@@ -265,7 +268,7 @@ def run_locked(run: Run, threads: int) -> tuple[int, str]:
         log.write(f"\n# started {time.time():.3f} ({time.ctime()})\n$ {shlex.join(command)}\n")
         log.flush()
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=single_threaded_env(threads), cwd=run.run_dir
+            command, stdout=log, stderr=subprocess.STDOUT, env=thread_limited_env(threads), cwd=run.run_dir
         )
         RUNNING.add(process)
         code = process.wait()
@@ -273,9 +276,6 @@ def run_locked(run: Run, threads: int) -> tuple[int, str]:
         log.write(f"# ended {time.time():.3f} ({time.ctime()}), exit {code}\n")
     verb = "resumed" if status == "interrupted" else "ran"
     return code, f"{verb}, {'finished' if code == 0 else f'FAILED (exit {code})'}"
-
-
-RUNNING: set[subprocess.Popen] = set()
 
 
 def run_locally(runs: list[Run], workers: int) -> bool:
