@@ -151,6 +151,7 @@ def test_smoke_run_writes_logs_checkpoints_and_summary(tiny, env_id):
         eval_every=1000,
         eval_episodes=1,
         checkpoint_every=500,
+        log_every=100,
     )
     summary = train(args)
     directory = run_dir(args)
@@ -284,7 +285,7 @@ def start(args_list, script="sac_continuous.py", **kwargs):
     )
 
 
-def wait_for_step(path, step, process, timeout=120):
+def wait_for_step(path, step, process, timeout=300):
     """Wait until the checkpoint at `path` has reached `step`."""
     deadline = time.time() + timeout
     while time.time() < deadline:
