@@ -18,9 +18,9 @@ for run in "$source_dir"/*__*__*__*/; do
   mkdir -p "$dest/$name"
   cp "$run"/events.out.tfevents.* "$run/summary.json" "$run/benchmark.json" "$run/final_model.pt" "$dest/$name/"
   if [[ $name == *__1 && ! -f $dest/gifs/${name%__1}.gif ]]; then
-    # 300 steps (15 s of HalfCheetah) of the first, middle and last snapshot, 200x150 each.
-    MUJOCO_GL=${MUJOCO_GL:-egl} python enjoy.py --checkpoint "$run" --stages 3 --episodes 1 --max-steps 300 \
-      --width 200 --height 150 --gif "$dest/gifs/${name%__1}.gif" | tail -2
+    # 200 steps (10 s of HalfCheetah) of the first, middle and last snapshot, 160x120 each: ~1 MB.
+    MUJOCO_GL=${MUJOCO_GL:-egl} python enjoy.py --checkpoint "$run" --stages 3 --episodes 1 --max-steps 200 \
+      --width 160 --height 120 --gif "$dest/gifs/${name%__1}.gif" | tail -2
   fi
 done
 python plot.py "$dest" --out "$dest/report" > /dev/null
