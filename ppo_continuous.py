@@ -412,7 +412,10 @@ def args_for_resume(cli_args: Args, checkpoint: dict, path: str) -> Args:
         if name in RESUME_OVERRIDES or given == getattr(defaults, name) or given == saved.get(name):
             continue
         fail(f"{path} was trained with --{name.replace('_', '-')} {saved.get(name)}, not {given}")
-    return Args(**{**saved, **{name: getattr(cli_args, name) for name in RESUME_OVERRIDES}})
+    # The flags a resume may change keep their saved values unless given (non-default) now.
+    given = {name: getattr(cli_args, name) for name in RESUME_OVERRIDES}
+    changed = {name: value for name, value in given.items() if value != getattr(defaults, name)}
+    return Args(**{**saved, **changed, "resume": cli_args.resume})
 
 
 # ---------------------------------------------------------------------------------------------

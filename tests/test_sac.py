@@ -313,6 +313,8 @@ def test_sigterm_then_sigkill_then_resume_completes(tmp_path):
         "32",
         "--checkpoint-every",
         "200",
+        "--log-every",
+        "100",
         "--eval-every",
         "0",
         "--eval-episodes",
