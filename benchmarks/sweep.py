@@ -298,10 +298,11 @@ def run_locally(runs: list[Run], workers: int) -> bool:
             results[run.name] = (1, "not started (sweep stopped)")
             return
         started = time.time()
-        results[run.name] = run_one(run, threads=1)
-        took = f" in {(time.time() - started) / 60:.1f} min" if results[run.name][1] != SKIPPED else ""
-        with lock:
-            print(f"[{len(results)}/{len(runs)}] {run.name}: {results[run.name][1]}{took}", flush=True)
+        code, outcome = run_one(run, threads=1)
+        took = f" in {(time.time() - started) / 60:.1f} min" if outcome != SKIPPED else ""
+        with lock:  # one worker at a time counts and prints
+            results[run.name] = code, outcome
+            print(f"[{len(results)}/{len(runs)}] {run.name}: {outcome}{took}", flush=True)
 
     print(f"{len(runs)} runs, {workers} workers; each run logs to <run dir>/{LOG}", flush=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
