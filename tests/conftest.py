@@ -30,19 +30,20 @@ def args_factory(args_class, runs_dir, **algorithm_defaults):
     return make
 
 
+# The algorithms' own settings of a quick run.
+TINY_SAC = dict(total_timesteps=600, learning_starts=200, batch_size=32, buffer_size=10_000)
+TINY_PPO = dict(total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=2)
+
+
 @pytest.fixture
 def tiny(tmp_path):
     from sac_continuous import Args
 
-    return args_factory(
-        Args, tmp_path, total_timesteps=600, learning_starts=200, batch_size=32, buffer_size=10_000
-    )
+    return args_factory(Args, tmp_path, **TINY_SAC)
 
 
 @pytest.fixture
 def tiny_ppo(tmp_path):
     from ppo_continuous import Args
 
-    return args_factory(
-        Args, tmp_path, total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=2
-    )
+    return args_factory(Args, tmp_path, **TINY_PPO)

@@ -17,7 +17,7 @@ from PIL import Image, ImageSequence
 import enjoy
 import ppo_continuous
 import sac_continuous
-from tests.conftest import args_factory
+from tests.conftest import TINY_PPO, TINY_SAC, args_factory
 from tests.test_sac import crafted_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,13 +30,11 @@ ROUNDING = dict(rel=1e-5, abs=1e-6)
 
 
 # Two tiny runs for the whole module, each with snapshots in models/ and a final evaluation of
-# two episodes to compare against. The settings are the `tiny` and `tiny_ppo` fixtures'.
+# two episodes to compare against, with the `tiny` and `tiny_ppo` fixtures' settings.
 @pytest.fixture(scope="module")
 def sac_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("sac")
-    make = args_factory(
-        sac_continuous.Args, runs, total_timesteps=600, learning_starts=200, batch_size=32, buffer_size=10_000
-    )
+    make = args_factory(sac_continuous.Args, runs, **TINY_SAC)
     args = make(env_id="InvertedPendulum-v4", checkpoint_every=200, eval_episodes=2)
     summary = sac_continuous.train(args)
     return os.path.join(runs, "run"), summary
@@ -45,9 +43,7 @@ def sac_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("ppo")
-    make = args_factory(
-        ppo_continuous.Args, runs, total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=2
-    )
+    make = args_factory(ppo_continuous.Args, runs, **TINY_PPO)
     args = make(env_id="HalfCheetah-v4", checkpoint_every=256, eval_episodes=2)
     summary = ppo_continuous.train(args)
     return os.path.join(runs, "run"), summary
