@@ -7,6 +7,10 @@ Runs with the same algorithm, env and setting are the seeds of one curve: the me
 with a 95% bootstrap confidence band, on the steps where each seed has data (seeds of different
 lengths are averaged over the seeds that reach a step). The table holds each finished run's final
 deterministic evaluation, as the training scripts wrote it in summary.json.
+
+Where settings differ in one flag only (e.g. a sweep with --grid "learning-rate=1e-4,1e-3" beside
+the defaults), each such family also gets a plot of its own under study/, one curve per value of
+that flag, and a table in study.md: a one-factor-at-a-time hyperparameter study.
 """
 
 from __future__ import annotations
@@ -45,14 +49,13 @@ def find_run_dirs(paths: list[str]) -> list[str]:
 
 def setting_from_args(algorithm: str, saved_args: dict) -> str:
     """For runs not made by benchmark.sh: the saved flags that differ from the script's defaults."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    module = __import__(f"{algorithm}_continuous")
-    sys.path.pop(0)
-    defaults = vars(module.Args())
+    defaults = script_defaults(algorithm)
     changed = [
         f"{name.replace('_', '-')}={value}"
         for name, value in saved_args.items()
-        if name not in NOT_A_SETTING and name in defaults and value != defaults[name]
+        if name not in NOT_A_SETTING
+        and name.replace("_", "-") in defaults
+        and str(value) != defaults[name.replace("_", "-")]
     ]
     return ",".join(changed) or "default"
 
@@ -85,6 +88,74 @@ def describe(run_dir: str) -> dict | None:
     except Exception as error:  # a foreign or broken file: say so, and go on with the others
         print(f"warning: skipping {run_dir}: {existing[0]} is not readable ({error})", file=sys.stderr)
         return None
+
+
+def parse_setting(setting: str) -> dict[str, str]:
+    """'gamma=0.995,gae-lambda=0.97' -> {'gamma': '0.995', 'gae-lambda': '0.97'}; 'default' -> {}."""
+    if setting == "default":
+        return {}
+    return dict(item.split("=", 1) for item in setting.split(","))
+
+
+def same_value(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)  # 1e-3 and 0.001 are one learning rate
+    except ValueError:
+        return a.lower() == b.lower()
+
+
+def one_factor_families(
+    settings: list[str], defaults: dict[str, str]
+) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """Families of settings that differ in one flag only: (flag, what they share, [(value, setting)]).
+
+    A flag a setting leaves out has its default value, so 'default', 'gamma=0.995' and
+    'gamma=0.9' are one family (gamma: 0.99, 0.995, 0.9).
+    """
+
+    def value(config: dict[str, str], flag: str) -> str:
+        return config.get(flag, defaults.get(flag, "?"))
+
+    configs = {setting: parse_setting(setting) for setting in settings}
+    flags = sorted({flag for config in configs.values() for flag in config})
+    families = []
+    for flag in flags:
+        by_rest: dict[tuple, list[str]] = defaultdict(list)
+        for setting, config in configs.items():
+            rest = {other: value(config, other) for other in flags if other != flag}
+            # Settings that agree on every other flag (up to the spelling of numbers) share a family.
+            key = next(
+                (known for known in by_rest if all(same_value(rest[o], v) for o, v in known)),
+                tuple(sorted(rest.items())),
+            )
+            by_rest[key].append(setting)
+        for rest, members in by_rest.items():
+            values = [value(configs[member], flag) for member in members]
+            distinct = [v for i, v in enumerate(values) if not any(same_value(v, w) for w in values[:i])]
+            if len(distinct) < 2:
+                continue
+            shared = ",".join(f"{o}={v}" for o, v in rest if not same_value(v, defaults.get(o, "?")))
+            pairs = sorted(zip(values, members, strict=True), key=lambda pair: sort_key(pair[0]))
+            families.append((flag, shared or "default", pairs))
+    return families
+
+
+def sort_key(value: str) -> tuple:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def script_defaults(algorithm: str) -> dict[str, str]:
+    """The training script's defaults, spelled as on the command line ('learning-rate': '0.0003')."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    module = __import__(f"{algorithm}_continuous")
+    sys.path.pop(0)
+    return {
+        name.replace("_", "-"): str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in vars(module.Args()).items()
+    }
 
 
 def read_curve(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
@@ -124,24 +195,29 @@ def aggregate(curves: list[tuple[np.ndarray, np.ndarray]], points: int = 300, re
     return grid, mean, low, high
 
 
-def draw(ax, groups: dict, env_id: str, tag: str) -> None:
-    labels = {(algo, setting) for algo, env, setting in groups if env == env_id}
-    show_setting = len({setting for _, setting in labels}) > 1
-    for (algo, env, setting), runs in sorted(groups.items()):
-        if env != env_id:
-            continue
+def draw(ax, curves: list[tuple[str, list[dict]]], title: str, tag: str) -> None:
+    """One line per (label, runs): the mean over the runs' seeds and its 95% band."""
+    for label, runs in curves:
         result = aggregate([run["curve"] for run in runs])
         if result is None:
             continue
         grid, mean, low, high = result
-        label = f"{algo} {setting}" if show_setting else algo
         line = ax.plot(grid, mean, label=f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")[0]
         ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_title(env_id)
+    ax.set_title(title)
     ax.set_xlabel("env steps")
     ax.set_ylabel("eval return (deterministic)" if tag.startswith("eval/") else tag)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+
+
+def env_curves(groups: dict, env_id: str) -> list[tuple[str, list[dict]]]:
+    keys = sorted(key for key in groups if key[1] == env_id)
+    show_setting = len({setting for _, _, setting in keys}) > 1
+    return [
+        (f"{algo} {setting}" if show_setting else algo, groups[algo, env, setting])
+        for algo, env, setting in keys
+    ]
 
 
 def mean_std(values: list[float]) -> str:
@@ -161,9 +237,7 @@ def results_table(groups: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (algo, env_id, setting), runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
-        finished = [
-            run["summary"] for run in runs if run["summary"] and run["summary"].get("final_eval_mean")
-        ]
+        finished = finished_returns(runs)
         unfinished = len(runs) - len(finished)
         seeds = f"{len(finished)}" + (f" (+{unfinished} unfinished)" if unfinished else "")
         if not finished:
@@ -187,6 +261,59 @@ def results_table(groups: dict) -> str:
         "the periodic evaluations."
     )
     return "\n".join(lines) + "\n"
+
+
+def finished_returns(runs: list[dict]) -> list[dict]:
+    return [run["summary"] for run in runs if run["summary"] and run["summary"].get("final_eval_mean")]
+
+
+def study(groups: dict, out: str, tag: str, plt) -> list[str]:
+    """A plot and a table row block per one-factor family (settings that differ in one flag)."""
+    written, lines = [], []
+    for algo, env_id in sorted({(algo, env_id) for algo, env_id, _ in groups}):
+        settings = [setting for a, e, setting in groups if (a, e) == (algo, env_id)]
+        defaults = script_defaults(algo)
+        for flag, shared, members in one_factor_families(settings, defaults):
+            labels = [
+                value + (" (default)" if same_value(value, defaults[flag]) else "") for value, _ in members
+            ]
+            curves = [
+                (f"{flag}={label}", groups[algo, env_id, setting])
+                for label, (_, setting) in zip(labels, members, strict=True)
+            ]
+            figure, ax = plt.subplots(figsize=(6, 4))
+            where = "" if shared == "default" else f", {shared}"
+            draw(ax, curves, f"{algo} {env_id}: {flag}{where}", tag)
+            figure.tight_layout()
+            name = f"{env_id}__{algo}__{flag}" + ("" if shared == "default" else f"__{shared}")
+            written.append(os.path.join(out, "study", f"{name}.png"))
+            os.makedirs(os.path.dirname(written[-1]), exist_ok=True)
+            figure.savefig(written[-1], dpi=100)
+            plt.close(figure)
+            lines += [
+                f"\n### {algo} {env_id}: {flag}" + (f" (all with {shared})" if where else ""),
+                f"\n![{name}](study/{name}.png)\n",
+                f"| {flag} | seeds | final eval return, mean ± std over seeds | per seed | steps |",
+                "|---|---|---|---|---|",
+            ]
+            for label, (_, setting) in zip(labels, members, strict=True):
+                runs = groups[algo, env_id, setting]
+                finished = finished_returns(runs)
+                seeds = f"{len(finished)}" + (
+                    f" (+{len(runs) - len(finished)} unfinished)" if len(runs) > len(finished) else ""
+                )
+                if not finished:
+                    lines.append(f"| {label} | {seeds} | - | - | - |")
+                    continue
+                returns = [summary["final_eval_mean"] for summary in finished]
+                per_seed = ", ".join(f"{s['seed']}: {s['final_eval_mean']:.0f}" for s in finished)
+                steps = "/".join(f"{s:,}" for s in sorted({summary["global_step"] for summary in finished}))
+                lines.append(f"| {label} | {seeds} | {mean_std(returns)} | {per_seed} | {steps} |")
+    if lines:
+        written.append(os.path.join(out, "study.md"))
+        with open(written[-1], "w") as f:
+            f.write("# One-factor families: settings that differ in one flag\n" + "\n".join(lines) + "\n")
+    return written
 
 
 def main(argv: list[str]) -> int:
@@ -217,7 +344,7 @@ def main(argv: list[str]) -> int:
     written = []
     for env_id in env_ids:
         figure, ax = plt.subplots(figsize=(6, 4))
-        draw(ax, groups, env_id, options.tag)
+        draw(ax, env_curves(groups, env_id), env_id, options.tag)
         figure.tight_layout()
         written.append(os.path.join(out, f"{env_id}.png"))
         figure.savefig(written[-1], dpi=100)
@@ -226,13 +353,14 @@ def main(argv: list[str]) -> int:
     rows = math.ceil(len(env_ids) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
     for ax, env_id in zip(axes.flat, env_ids, strict=False):
-        draw(ax, groups, env_id, options.tag)
+        draw(ax, env_curves(groups, env_id), env_id, options.tag)
     for ax in list(axes.flat)[len(env_ids) :]:
         ax.set_visible(False)
     figure.tight_layout()
     written.append(os.path.join(out, "all_envs.png"))
     figure.savefig(written[-1], dpi=100)
     plt.close(figure)
+    written += study(groups, out, options.tag, plt)
     table = results_table(groups)
     written.append(os.path.join(out, "results.md"))
     with open(written[-1], "w") as f:

@@ -268,6 +268,66 @@ def test_plot_averages_seeds_of_different_lengths_with_missing_points():
     assert plot.aggregate([empty]) is None
 
 
+def test_plot_finds_the_settings_that_differ_in_one_flag():
+    sys.path.insert(0, REPO)
+    import plot
+
+    defaults = {"gamma": "0.99", "learning-rate": "0.0003", "norm-obs": "true"}
+    settings = ["default", "gamma=0.995", "learning-rate=1e-3", "gamma=0.995,learning-rate=0.001",
+                "norm-obs=false,gamma=0.9"]  # fmt: skip
+    families = {(flag, shared): pairs for flag, shared, pairs in plot.one_factor_families(settings, defaults)}
+    assert families == {
+        ("gamma", "default"): [("0.99", "default"), ("0.995", "gamma=0.995")],
+        # 1e-3 and 0.001 are the same learning rate, so these two are a family too
+        ("gamma", "learning-rate=1e-3"): [
+            ("0.99", "learning-rate=1e-3"),
+            ("0.995", "gamma=0.995,learning-rate=0.001"),
+        ],
+        ("learning-rate", "default"): [("0.0003", "default"), ("1e-3", "learning-rate=1e-3")],
+        ("learning-rate", "gamma=0.995"): [
+            ("0.0003", "gamma=0.995"),
+            ("0.001", "gamma=0.995,learning-rate=0.001"),
+        ],
+    }  # norm-obs=false,gamma=0.9 differs from every other setting in two flags: in no family
+
+
+def test_plot_writes_a_study_of_one_flag_with_its_table(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    finals = {
+        ("default", 1): 100.0,
+        ("default", 2): 120.0,
+        ("gamma=0.995", 1): 300.0,
+        ("gamma=0.995", 2): 340.0,
+    }
+    for (setting, seed), final in finals.items():
+        run_dir = tmp_path / f"Pendulum-v1__ppo__{setting}__{seed}"
+        run_dir.mkdir()
+        writer = SummaryWriter(str(run_dir))
+        for step in (1000, 2000):
+            writer.add_scalar("eval/episodic_return", final * step / 2000, step)
+        writer.close()
+        (run_dir / "benchmark.json").write_text(json.dumps(
+            {"algo": "ppo", "env_id": "Pendulum-v1", "seed": seed, "setting": setting}
+        ))  # fmt: skip
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"seed": seed, "final_eval_mean": final, "final_eval_episodes": 10, "global_step": 2000,
+             "wall_clock_s": 1.0, "sps": 2000.0}
+        ))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path), "--out", str(tmp_path / "report")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report" / "study" / "Pendulum-v1__ppo__gamma.png").stat().st_size > 1000
+    study = (tmp_path / "report" / "study.md").read_text()
+    assert (
+        f"| 0.99 (default) | 2 | {np.mean([100, 120]):.1f} ± {np.std([100, 120]):.1f} | 1: 100, 2: 120 |"
+        in study
+    )
+    assert f"| 0.995 | 2 | {np.mean([300, 340]):.1f} ± {np.std([300, 340]):.1f} | 1: 300, 2: 340 |" in study
+
+
 def test_plot_refuses_a_folder_without_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path)], capture_output=True, text=True
