@@ -4,20 +4,34 @@
 # buffer or optimizer); then the plots and the table (plot.py) and, for seed 1 of each algorithm,
 # env and setting, a GIF of three training stages side by side (enjoy.py).
 #
-#   bash benchmarks/publish.sh SOURCE_RUNS_DIR [DEST]     # DEST defaults to runs/published
+#   bash benchmarks/publish.sh [--only GLOB] [--no-gifs] SOURCE_RUNS_DIR [DEST]
 #
-# SOURCE_RUNS_DIR is a benchmark.sh --runs-dir; unfinished runs are left out.
+# SOURCE_RUNS_DIR is a benchmark.sh --runs-dir; unfinished runs are left out. DEST defaults to
+# runs/published. --only keeps the runs whose name matches GLOB (e.g. 'HalfCheetah-v4__ppo__*');
+# --no-gifs copies the runs without drawing GIFs (a hyperparameter study's runs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source_dir=${1:?usage: bash benchmarks/publish.sh SOURCE_RUNS_DIR [DEST]}
+usage="usage: bash benchmarks/publish.sh [--only GLOB] [--no-gifs] SOURCE_RUNS_DIR [DEST]"
+only='*' gifs=1
+while [[ $# -gt 0 && $1 == --* ]]; do
+  case $1 in
+    --only) only=${2:?$usage}; shift 2 ;;
+    --no-gifs) gifs=0; shift ;;
+    *) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
+  esac
+done
+source_dir=${1:?$usage}
 dest=${2:-runs/published}
+[[ -d $source_dir ]] || { echo "error: $source_dir is not a directory; $usage" >&2; exit 2; }
 mkdir -p "$dest/gifs"
 for run in "$source_dir"/*__*__*__*/; do
   name=$(basename "$run")
+  # shellcheck disable=SC2053  # GLOB is a pattern on purpose
+  [[ $name == $only ]] || continue
   [[ -f $run/summary.json ]] || { echo "skipped (not finished): $name"; continue; }
   mkdir -p "$dest/$name"
   cp "$run"/events.out.tfevents.* "$run/summary.json" "$run/benchmark.json" "$run/final_model.pt" "$dest/$name/"
-  if [[ $name == *__1 && ! -f $dest/gifs/${name%__1}.gif ]]; then
+  if [[ $gifs == 1 && $name == *__1 && ! -f $dest/gifs/${name%__1}.gif ]]; then
     # 200 steps (10 s of HalfCheetah) of the first, middle and last snapshot, 160x120 each: ~1 MB.
     MUJOCO_GL=${MUJOCO_GL:-egl} python enjoy.py --checkpoint "$run" --stages 3 --episodes 1 --max-steps 200 \
       --width 160 --height 120 --gif "$dest/gifs/${name%__1}.gif" | tail -2

@@ -291,9 +291,28 @@ def test_plot_finds_the_settings_that_differ_in_one_flag():
     }  # norm-obs=false,gamma=0.9 differs from every other setting in two flags: in no family
 
 
-def test_plot_writes_a_study_of_one_flag_with_its_table(tmp_path):
+def fake_run(runs_dir, env_id: str, setting: str, seed: int, final: float | None, algo: str = "ppo"):
+    """A run directory as benchmark.sh leaves it: events, marker, and (if finished) a summary."""
     from torch.utils.tensorboard import SummaryWriter
 
+    run_dir = runs_dir / f"{env_id}__{algo}__{setting}__{seed}"
+    run_dir.mkdir(parents=True)
+    writer = SummaryWriter(str(run_dir))
+    for step in (1000, 2000):
+        writer.add_scalar("eval/episodic_return", (final or 0.0) * step / 2000, step)
+    writer.close()
+    marker = {"algo": algo, "env_id": env_id, "seed": seed, "setting": setting}
+    (run_dir / "benchmark.json").write_text(json.dumps(marker))
+    (run_dir / "final_model.pt").write_bytes(b"weights")
+    if final is not None:
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"seed": seed, "final_eval_mean": final, "final_eval_episodes": 10, "global_step": 2000,
+             "wall_clock_s": 1.0, "sps": 2000.0}
+        ))  # fmt: skip
+    return run_dir
+
+
+def test_plot_writes_a_study_of_one_flag_with_its_table(tmp_path):
     finals = {
         ("default", 1): 100.0,
         ("default", 2): 120.0,
@@ -301,19 +320,7 @@ def test_plot_writes_a_study_of_one_flag_with_its_table(tmp_path):
         ("gamma=0.995", 2): 340.0,
     }
     for (setting, seed), final in finals.items():
-        run_dir = tmp_path / f"Pendulum-v1__ppo__{setting}__{seed}"
-        run_dir.mkdir()
-        writer = SummaryWriter(str(run_dir))
-        for step in (1000, 2000):
-            writer.add_scalar("eval/episodic_return", final * step / 2000, step)
-        writer.close()
-        (run_dir / "benchmark.json").write_text(json.dumps(
-            {"algo": "ppo", "env_id": "Pendulum-v1", "seed": seed, "setting": setting}
-        ))  # fmt: skip
-        (run_dir / "summary.json").write_text(json.dumps(
-            {"seed": seed, "final_eval_mean": final, "final_eval_episodes": 10, "global_step": 2000,
-             "wall_clock_s": 1.0, "sps": 2000.0}
-        ))  # fmt: skip
+        fake_run(tmp_path, "Pendulum-v1", setting, seed, final)
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path), "--out", str(tmp_path / "report")],
         capture_output=True, text=True,
@@ -326,6 +333,33 @@ def test_plot_writes_a_study_of_one_flag_with_its_table(tmp_path):
         in study
     )
     assert f"| 0.995 | 2 | {np.mean([300, 340]):.1f} ± {np.std([300, 340]):.1f} | 1: 300, 2: 340 |" in study
+
+
+def test_publish_copies_the_chosen_finished_runs_and_reports(tmp_path):
+    source, dest = tmp_path / "source", tmp_path / "published"
+    fake_run(source, "Pendulum-v1", "gamma=0.995", 1, 300.0)
+    fake_run(source, "Pendulum-v1", "gamma=0.995", 2, None)  # unfinished: left out
+    fake_run(source, "Pendulum-v1", "default", 1, 100.0)  # not matched by --only
+    command = [
+        "bash",
+        os.path.join(REPO, "benchmarks", "publish.sh"),
+        "--only",
+        "*__gamma=0.995__*",
+        "--no-gifs",
+    ]
+    result = subprocess.run([*command, str(source), str(dest)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in dest.iterdir()) == [
+        "Pendulum-v1__ppo__gamma=0.995__1",
+        "gifs",
+        "report",
+    ]
+    copied = dest / "Pendulum-v1__ppo__gamma=0.995__1"
+    assert {path.name for path in copied.iterdir()} >= {"summary.json", "benchmark.json", "final_model.pt"}
+    assert list(copied.glob("events.out.tfevents.*")) and not list((dest / "gifs").iterdir())
+    assert "300.0" in (dest / "report" / "results.md").read_text()
+    bad = subprocess.run([*command, str(tmp_path / "missing")], capture_output=True, text=True)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_plot_refuses_a_folder_without_runs(tmp_path):
