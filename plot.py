@@ -5,7 +5,8 @@
 
 Runs with the same algorithm, env and setting are the seeds of one curve: the mean over seeds
 with a 95% bootstrap confidence band, on the steps where each seed has data (seeds of different
-lengths are averaged over the seeds that reach a step). The table holds each finished run's final
+lengths are averaged over the seeds that reach a step). An env's plot shows its default runs
+where it has any, every setting where it has none. The table holds each finished run's final
 deterministic evaluation, as the training scripts wrote it in summary.json.
 
 Where settings differ in one flag only (e.g. a sweep with --grid "learning-rate=1e-4,1e-3" beside
@@ -212,7 +213,10 @@ def draw(ax, curves: list[tuple[str, list[dict]]], title: str, tag: str) -> None
 
 
 def env_curves(groups: dict, env_id: str) -> list[tuple[str, list[dict]]]:
+    """The env's curves: its default runs where it has any (the other settings are in study/)."""
     keys = sorted(key for key in groups if key[1] == env_id)
+    if any(setting == "default" for _, _, setting in keys):
+        keys = [key for key in keys if key[2] == "default"]
     show_setting = len({setting for _, _, setting in keys}) > 1
     return [
         (f"{algo} {setting}" if show_setting else algo, groups[algo, env, setting])
