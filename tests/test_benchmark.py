@@ -312,6 +312,17 @@ def fake_run(runs_dir, env_id: str, setting: str, seed: int, final: float | None
     return run_dir
 
 
+def test_an_env_plot_draws_its_default_runs_where_it_has_them():
+    sys.path.insert(0, REPO)
+    import plot
+
+    groups = {("ppo", "A-v4", "default"): [1], ("ppo", "A-v4", "gamma=0.9"): [2],
+              ("sac", "A-v4", "default"): [3],
+              ("ppo", "B-v4", "gamma=0.9"): [4], ("ppo", "B-v4", "gamma=0.95"): [5]}  # fmt: skip
+    assert plot.env_curves(groups, "A-v4") == [("ppo", [1]), ("sac", [3])]
+    assert plot.env_curves(groups, "B-v4") == [("ppo gamma=0.9", [4]), ("ppo gamma=0.95", [5])]
+
+
 def test_plot_writes_a_study_of_one_flag_with_its_table(tmp_path):
     finals = {
         ("default", 1): 100.0,
