@@ -310,17 +310,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_ppo, norm_rew
     assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
 
 
-def test_a_preset_sets_what_the_command_line_leaves_unset():
-    from ppo_continuous import PRESETS, Args, apply_preset
+def test_a_checkpoint_with_a_flag_since_removed_still_resumes():
+    from dataclasses import asdict
 
-    args = Args(preset="halfcheetah")
-    apply_preset(args)
-    assert args.log_std_init == PRESETS["halfcheetah"]["log_std_init"] != Args().log_std_init
-    explicit = Args(preset="halfcheetah", log_std_init=-2.0)
-    apply_preset(explicit)
-    assert explicit.log_std_init == -2.0
-    with pytest.raises(SystemExit, match="unknown --preset 'cheetah' \\(choose from halfcheetah"):
-        apply_preset(Args(preset="cheetah"))
+    from ppo_continuous import Args, args_for_resume
+
+    # Checkpoints written before --preset was dropped (its values sit in the other fields).
+    saved = {**asdict(Args(log_std_init=-0.5, seed=7)), "preset": "halfcheetah"}
+    checkpoint = {"algorithm": "ppo", "kind": "training", "args": saved}
+    args = args_for_resume(Args(resume="old.pt"), checkpoint, "old.pt")
+    assert (args.log_std_init, args.seed, args.resume) == (-0.5, 7, "old.pt")
 
 
 def test_crafted_pickle_is_refused_not_executed(tiny_ppo, tmp_path):
