@@ -253,7 +253,7 @@ def results_table(groups: dict) -> str:
         lines.append(
             f"| {algo} | {env_id} | {setting} | {'/'.join(f'{s:,}' for s in steps)} | {seeds} "
             f"| {mean_std(returns)} | {per_seed} | {hours(np.mean([s['wall_clock_s'] for s in finished]))} "
-            f"| {np.mean([s['sps'] for s in finished]):.0f} |"
+            f"| {np.mean([s['global_step'] / s['wall_clock_s'] for s in finished]):.0f} |"
         )
     episodes = {
         run["summary"]["final_eval_episodes"] for runs in groups.values() for run in runs if run["summary"]
@@ -261,8 +261,8 @@ def results_table(groups: dict) -> str:
     lines.append(
         "\nFinal eval: the deterministic policy (the mean action; PPO's observation normalization frozen), "
         f"{'/'.join(map(str, sorted(episodes))) or '-'} seeded episodes per run at the end of training; "
-        "the mean of each run, then mean ± std (population) over seeds. Wall-clock and steps/s include "
-        "the periodic evaluations."
+        "the mean of each run, then mean ± std (population) over seeds. Wall-clock (summed over a "
+        "resumed run's sessions) and steps/s (steps / wall-clock) include the periodic evaluations."
     )
     return "\n".join(lines) + "\n"
 
