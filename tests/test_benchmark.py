@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -207,6 +208,16 @@ def test_tiny_sweep_runs_in_parallel_skips_on_rerun_and_reports(tmp_path):
     assert again.stdout.count("skipped (finished)") == 4
     assert mtimes == {name: os.path.getmtime(runs_dir / name / "summary.json") for name in names}
     assert all(len(run_times(runs_dir / name / "benchmark.log")) == 1 for name in names)
+
+    # What publish.sh keeps of one env's runs: files, a GIF of three stages for seed 1, the report.
+    published = tmp_path / "published"
+    publish = [os.path.join(REPO, "benchmarks", "publish.sh"), "--only", "InvertedPendulum-v4__*"]
+    subprocess.run(["bash", *publish, str(runs_dir), str(published)], check=True, capture_output=True)
+    assert sorted(path.name for path in published.glob("*__*")) == names[:2]
+    gif = iio.imread(published / "gifs" / "InvertedPendulum-v4__ppo__default.gif")
+    snapshots = len(list((runs_dir / names[0] / "models").glob("*.pt")))
+    assert gif.shape[1:3] == (120, min(3, snapshots) * 160)  # frames x height x (panels x width)
+    assert "| InvertedPendulum-v4 |" in (published / "report" / "results.md").read_text()
 
     # Another configuration under the same names is refused, and so is a directory not made here.
     other = benchmark(*tiny_sweep(runs_dir, "--workers", "2"), "--set", TINY_PPO + " gamma=0.9", check=False)
