@@ -5,7 +5,7 @@
 
 Each repeat runs two fresh processes, in alternating order:
 - enjoy: `enjoy.py --checkpoint X --no-render --episodes N`, whose own "scored at ... steps/s" is read
-  (the time of the scored episodes: making the extra envs, the resets and the steps);
+  (the time of the scored episodes: the resets and the steps);
 - bare: gym.make(env_id), then as many env.step calls as enjoy made, reset(seed=...) at each
   episode's end, timed from the first reset, twice: with actions drawn by action_space.sample() in
   the loop (the usual "random agent" loop), and with the same actions drawn before the clock starts
