@@ -237,6 +237,7 @@ def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult
         "--norm-adv",
         "--no-norm-obs",  # SB3 normalizes nothing without VecNormalize
         "--no-norm-reward",
+        "--log-std-init", "0",  # SB3's log_std_init (our default is -1)
         "--threads", str(args.threads),
         "--no-cuda",
         "--eval-every", "0",
