@@ -241,18 +241,14 @@ def results_table(groups: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (algo, env_id, setting), runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
-        finished = finished_returns(runs)
-        unfinished = len(runs) - len(finished)
-        seeds = f"{len(finished)}" + (f" (+{unfinished} unfinished)" if unfinished else "")
+        finished, cells = seed_cells(runs)
         if not finished:
-            lines.append(f"| {algo} | {env_id} | {setting} | - | {seeds} | - | - | - | - |")
+            lines.append(f"| {algo} | {env_id} | {setting} | - | {cells['seeds']} | - | - | - | - |")
             continue
-        returns = [summary["final_eval_mean"] for summary in finished]
-        steps = sorted({summary["global_step"] for summary in finished})
-        per_seed = ", ".join(f"{summary['seed']}: {summary['final_eval_mean']:.0f}" for summary in finished)
         lines.append(
-            f"| {algo} | {env_id} | {setting} | {'/'.join(f'{s:,}' for s in steps)} | {seeds} "
-            f"| {mean_std(returns)} | {per_seed} | {hours(np.mean([s['wall_clock_s'] for s in finished]))} "
+            f"| {algo} | {env_id} | {setting} | {cells['steps']} | {cells['seeds']} "
+            f"| {cells['mean_std']} | {cells['per_seed']} "
+            f"| {hours(np.mean([s['wall_clock_s'] for s in finished]))} "
             f"| {np.mean([s['global_step'] / s['wall_clock_s'] for s in finished]):.0f} |"
         )
     episodes = {
@@ -267,8 +263,17 @@ def results_table(groups: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def finished_returns(runs: list[dict]) -> list[dict]:
-    return [run["summary"] for run in runs if run["summary"] and run["summary"].get("final_eval_mean")]
+def seed_cells(runs: list[dict]) -> tuple[list[dict], dict[str, str]]:
+    """The finished runs' summaries, and the table cells both tables share: seeds (and how many
+    are unfinished), the final eval as mean ± std over seeds, per seed, and the steps."""
+    finished = [run["summary"] for run in runs if run["summary"] and run["summary"].get("final_eval_mean")]
+    unfinished = len(runs) - len(finished)
+    cells = {"seeds": f"{len(finished)}" + (f" (+{unfinished} unfinished)" if unfinished else "")}
+    if finished:
+        cells["mean_std"] = mean_std([summary["final_eval_mean"] for summary in finished])
+        cells["per_seed"] = ", ".join(f"{s['seed']}: {s['final_eval_mean']:.0f}" for s in finished)
+        cells["steps"] = "/".join(f"{s:,}" for s in sorted({summary["global_step"] for summary in finished}))
+    return finished, cells
 
 
 def study(groups: dict, out: str, tag: str, plt) -> list[str]:
@@ -301,18 +306,12 @@ def study(groups: dict, out: str, tag: str, plt) -> list[str]:
                 "|---|---|---|---|---|",
             ]
             for label, (_, setting) in zip(labels, members, strict=True):
-                runs = groups[algo, env_id, setting]
-                finished = finished_returns(runs)
-                seeds = f"{len(finished)}" + (
-                    f" (+{len(runs) - len(finished)} unfinished)" if len(runs) > len(finished) else ""
-                )
+                finished, cells = seed_cells(groups[algo, env_id, setting])
                 if not finished:
-                    lines.append(f"| {label} | {seeds} | - | - | - |")
+                    lines.append(f"| {label} | {cells['seeds']} | - | - | - |")
                     continue
-                returns = [summary["final_eval_mean"] for summary in finished]
-                per_seed = ", ".join(f"{s['seed']}: {s['final_eval_mean']:.0f}" for s in finished)
-                steps = "/".join(f"{s:,}" for s in sorted({summary["global_step"] for summary in finished}))
-                lines.append(f"| {label} | {seeds} | {mean_std(returns)} | {per_seed} | {steps} |")
+                row = [label, cells["seeds"], cells["mean_std"], cells["per_seed"], cells["steps"]]
+                lines.append("| " + " | ".join(row) + " |")
     if lines:
         written.append(os.path.join(out, "study.md"))
         with open(written[-1], "w") as f:

@@ -387,9 +387,8 @@ def args_for_resume(cli_args: Args, checkpoint: dict, path: str) -> Args:
     if checkpoint["kind"] != "training":
         fail(f"{path} holds a policy only; resume needs the run's checkpoint.pt")
     # A flag since removed (--preset: its values are already in the saved fields) is left behind.
-    saved = {
-        name: value for name, value in checkpoint["args"].items() if name in {f.name for f in fields(Args)}
-    }
+    known = {field.name for field in fields(Args)}
+    saved = {name: value for name, value in checkpoint["args"].items() if name in known}
     defaults = Args()
     for field in fields(Args):
         given, name = getattr(cli_args, field.name), field.name

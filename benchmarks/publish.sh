@@ -34,8 +34,8 @@ for run in "$source_dir"/*__*__*__*/; do
   if [[ $gifs == 1 && $name == *__1 && ! -f $dest/gifs/${name%__1}.gif ]]; then
     # 10 s of simulated time (HalfCheetah: 200 steps, Walker2d: 1250) of the first, middle and last
     # snapshot, 160x120 each: about 1-2 MB.
-    env_id=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['env_id'])" "$run/benchmark.json")
-    steps=$(python -c "import gymnasium as gym, sys; print(round(10 / gym.make(sys.argv[1]).unwrapped.dt))" "$env_id")
+    steps=$(python -c "import gymnasium as gym, json, sys
+print(round(10 / gym.make(json.load(open(sys.argv[1]))['env_id']).unwrapped.dt))" "$run/benchmark.json")
     MUJOCO_GL=${MUJOCO_GL:-egl} python enjoy.py --checkpoint "$run" --stages 3 --episodes 1 --max-steps "$steps" \
       --width 160 --height 120 --gif "$dest/gifs/${name%__1}.gif" | tail -2
   fi
