@@ -148,15 +148,23 @@ def sort_key(value: str) -> tuple:
         return (1, 0.0, value)
 
 
+def spell(value) -> str:
+    """A default as a user would type it: 'true', '0.99', and '3e-4' rather than '0.0003'."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        mantissa, exponent = f"{value:e}".split("e")
+        scientific = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return min(str(value), scientific, key=len)  # a tie keeps the plain spelling
+    return str(value)
+
+
 def script_defaults(algorithm: str) -> dict[str, str]:
-    """The training script's defaults, spelled as on the command line ('learning-rate': '0.0003')."""
+    """The training script's defaults, spelled as on the command line ('learning-rate': '3e-4')."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     module = __import__(f"{algorithm}_continuous")
     sys.path.pop(0)
-    return {
-        name.replace("_", "-"): str(value).lower() if isinstance(value, bool) else str(value)
-        for name, value in vars(module.Args()).items()
-    }
+    return {name.replace("_", "-"): spell(value) for name, value in vars(module.Args()).items()}
 
 
 def read_curve(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:

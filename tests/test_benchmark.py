@@ -302,6 +302,17 @@ def test_plot_finds_the_settings_that_differ_in_one_flag():
     }  # norm-obs=false,gamma=0.9 differs from every other setting in two flags: in no family
 
 
+def test_plot_spells_the_defaults_as_a_user_types_them():
+    sys.path.insert(0, REPO)
+    import plot
+
+    assert [plot.spell(v) for v in (3e-4, 1e-3, 5e-5, 0.99, 0.2, -1.0, 0.0, True, 256)] == [
+        "3e-4", "1e-3", "5e-5", "0.99", "0.2", "-1.0", "0.0", "true", "256"
+    ]  # fmt: skip
+    defaults = plot.script_defaults("ppo")
+    assert (defaults["learning-rate"], defaults["norm-obs"], defaults["gamma"]) == ("3e-4", "true", "0.99")
+
+
 def fake_run(runs_dir, env_id: str, setting: str, seed: int, final: float | None, algo: str = "ppo"):
     """A run directory as benchmark.sh leaves it: events, marker, and (if finished) a summary."""
     from torch.utils.tensorboard import SummaryWriter
