@@ -108,7 +108,7 @@ def test_truncation_bootstraps_and_termination_does_not(tiny):
         q_values,
         alpha=0.0,
         autotune=False,
-        total_timesteps=3000,
+        total_timesteps=2000,
         learning_starts=300,
         batch_size=128,
         hidden_size=64,
