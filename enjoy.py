@@ -322,8 +322,8 @@ class FrameSource:
         self.env, self.width, self.height, self.renderer = env, width, height, None
         if is_mujoco(env):
             # MuJoCo's default shadow map is 4096 x 4096: drawn in software (no GPU, MUJOCO_GL=egl
-            # on Mesa's llvmpipe) it takes most of a frame's time, 100 ms at any frame size. One
-            # twice the frame's size looks the same in a GIF and draws 3-4 times as fast.
+            # on Mesa's llvmpipe) it is much of a frame's time at any frame size. One twice the
+            # frame's size looks the same in a GIF and draws each frame 1.5-2.5 times as fast.
             quality = env.unwrapped.model.vis.quality
             quality.shadowsize = min(quality.shadowsize, max(1024, 2 * max(width, height)))
         body = travelling_root_body(env.unwrapped.model) if track and is_mujoco(env) else None

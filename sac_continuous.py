@@ -578,8 +578,8 @@ def train(args: Args) -> dict:
     if args.eval_episodes > 0:
         eval_env = make_env(args.env_id, render_mode="rgb_array" if args.capture_video else None)
         if args.capture_video and hasattr(eval_env.unwrapped, "model"):
-            # MuJoCo's default 4096-texel shadow map is most of a frame's cost when drawn in
-            # software (no GPU): 1024 looks the same in a 480-pixel video and draws 1.5x as fast.
+            # MuJoCo's default 4096-texel shadow map is much of a frame's cost when drawn in
+            # software (no GPU); one of 1024 looks the same in a 480-pixel video.
             quality = eval_env.unwrapped.model.vis.quality
             quality.shadowsize = min(quality.shadowsize, 1024)
 
