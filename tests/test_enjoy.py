@@ -275,6 +275,26 @@ def test_the_camera_follows_a_running_cheetah():
         closable.close()
 
 
+def test_the_shadow_map_is_sized_to_the_frame():
+    # MuJoCo's 4096 x 4096 default is much of a frame's time in software rendering; enjoy.py draws
+    # one twice the frame's size, at least 1024, and never enlarges a model's own smaller one.
+    for (width, height), expected in (((256, 192), 1024), ((1280, 720), 2560)):
+        env = gym.make("HalfCheetah-v4")
+        assert env.unwrapped.model.vis.quality.shadowsize == 4096
+        frames = enjoy.FrameSource(env, width, height, track=True)
+        assert env.unwrapped.model.vis.quality.shadowsize == expected
+        assert frames().shape == (height, width, 3)
+        frames.close()
+        env.close()
+    env = gym.make("HalfCheetah-v4", render_mode="rgb_array", width=64, height=48)
+    env.unwrapped.model.vis.quality.shadowsize = 512
+    frames = enjoy.FrameSource(env, 64, 48, track=False)
+    env.reset(seed=0)
+    assert env.unwrapped.model.vis.quality.shadowsize == 512 and frames().shape == (48, 64, 3)
+    frames.close()
+    env.close()
+
+
 def test_the_floor_goes_on_where_a_fast_agent_runs():
     # 100 m out, past the edge of HalfCheetah's drawn floor (40 m from the origin): the ground
     # below the agent is still the checkered floor, dark and light squares, not a smooth grey void.
