@@ -18,6 +18,7 @@ import importlib
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -321,6 +322,63 @@ def run_locally(runs: list[Run], workers: int) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# Status: where each run of the plan stands, for sweeps that take hours
+# ---------------------------------------------------------------------------------------------
+
+# The progress line both training scripts print every 10 s (the eval part once there is one).
+PROGRESS = re.compile(r"step\s+(\d+)/(\d+) \|.*?(?:\| eval\s+(\S+) )?\| left (\S+)$")
+
+
+def is_running(run: Run) -> bool:
+    """Whether a sweep is running this run now: it holds the run's lock (see run_one)."""
+    path = os.path.join(run.run_dir, LOCK)
+    if not os.path.exists(path):
+        return False
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+
+
+def last_progress(run: Run) -> re.Match | None:
+    """The last progress line in the run's log, across its sessions."""
+    path = os.path.join(run.run_dir, LOG)
+    if not os.path.exists(path):
+        return None
+    last = None
+    with open(path, errors="replace") as log:
+        for line in log:
+            last = PROGRESS.match(line.rstrip("\n")) or last
+    return last
+
+
+def print_status(runs: list[Run]) -> None:
+    """One line per run: finished (its final evaluation), running, interrupted (resumes from its
+    last checkpoint on the next sweep) or not started, with the last step and evaluation logged."""
+    counts = dict.fromkeys(("finished", "running", "interrupted", "not started"), 0)
+    width = max(len(run.name) for run in runs)
+    for run in runs:
+        state = {"finished": "finished", "interrupted": "interrupted", "new": "not started"}[run.status()]
+        if state != "finished" and is_running(run):
+            state = "running"
+        counts[state] += 1
+        detail = ""
+        if state == "finished":
+            final = json.load(open(os.path.join(run.run_dir, "summary.json"))).get("final_eval_mean")
+            detail = f"final eval {final:.1f}" if final is not None else "no final evaluation"
+        elif progress := last_progress(run):
+            step, total, evaluation, left = progress.groups()
+            detail = f"step {int(step):,}/{int(total):,} ({100 * int(step) / int(total):.0f}%)"
+            detail += f", eval {evaluation}" if evaluation else ""
+            detail += f", {left} left" if state == "running" else ""
+        print(f"{run.name:<{width}}  {state:<11}  {detail}".rstrip())
+    print(", ".join(f"{count} {state}" for state, count in counts.items() if count))
+
+
 def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
     pending = [run for run in runs if run.status() != "finished"]
     if not pending:
@@ -413,6 +471,7 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         help="runs at once, each single-threaded (default: one per core, %(default)s)",
     )
     add("--dry-run", action="store_true", help="print the commands, run nothing")
+    add("--status", action="store_true", help="where each run stands (finished, running, ...); run nothing")
     add("--report", action="store_true", help="only make the plots and the table of what is there")
     add("--no-report", action="store_true", help="no plots and table after the runs")
     slurm = parser.add_argument_group("Slurm")
@@ -445,6 +504,9 @@ def main(argv: list[str]) -> int:
     if options.report:
         return report(options.runs_dir)
     runs = plan(options)
+    if options.status:
+        print_status(runs)
+        return 0
     if options.dry_run:
         for run in runs:
             line = shlex.join(run.command(threads=options.cpus_per_task if options.slurm else 1))

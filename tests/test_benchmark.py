@@ -129,6 +129,39 @@ def test_a_run_that_another_sweep_holds_is_left_alone(tmp_path):
     assert os.listdir(run.run_dir) == [sweep.LOCK]  # nothing started, nothing written
 
 
+def test_status_says_where_each_run_stands(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import fcntl
+
+    import sweep
+
+    finished, running, interrupted, new = (
+        sweep.Run("sac", "Walker2d-v4", seed, 1000, "default", [], str(tmp_path)) for seed in (1, 2, 3, 4)
+    )
+    for run in (finished, running, interrupted):
+        os.makedirs(run.run_dir)
+    json.dump({"final_eval_mean": 4321.04}, open(os.path.join(finished.run_dir, "summary.json"), "w"))
+    # Two sessions of the interrupted run; the last progress line counts, eval or not.
+    open(os.path.join(interrupted.run_dir, "checkpoint.pt"), "w").close()
+    with open(os.path.join(interrupted.run_dir, sweep.LOG), "w") as log:
+        log.write("# started 1 (then)\nstep       300/1000 |    50 steps/s | return    12.0 | left 1m\n")
+        log.write("step       400/1000 |    50 steps/s | return    13.0 | eval     99.5 | left 1m\n")
+        log.write("stopped by SIGTERM at step 400\n# ended 2 (then), exit 143\n# started 3 (now)\n")
+        log.write("step       600/1000 |    40 steps/s | return    14.0 | eval    101.5 | left 10s\n")
+    with open(os.path.join(running.run_dir, sweep.LOG), "w") as log:
+        log.write("step       250/1000 |    50 steps/s | return    12.0 | left 15s\n")
+    with open(os.path.join(running.run_dir, sweep.LOCK), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a sweep running it holds
+        sweep.print_status([finished, running, interrupted, new])
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == [finished.name, "finished", "final", "eval", "4321.0"]
+    assert lines[1] == [running.name, "running", "step", "250/1,000", "(25%),", "15s", "left"]
+    assert lines[2] == [interrupted.name, "interrupted", "step", "600/1,000", "(60%),", "eval", "101.5"]
+    assert lines[3] == [new.name, "not", "started"]
+    assert lines[4] == ["1", "finished,", "1", "running,", "1", "interrupted,", "1", "not", "started"]
+    assert sweep.is_running(running) is False  # the lock is free again: no longer running
+
+
 def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
     result = benchmark(
         "--dry-run",
@@ -254,6 +287,15 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_the_others_go_on(tmp_path)
     assert sweep.returncode == 1 and "FAILED (exit -9)" in output and "1 of 2 runs finished" in output
     assert not (victim / "summary.json").exists()
     assert (runs_dir / "InvertedPendulum-v4__ppo__default__2" / "summary.json").exists()
+    status = benchmark(*flags, "--status").stdout.splitlines()
+    assert status[0].split()[:2] == [victim.name, "interrupted"] and status[1].split()[1] == "finished"
+    # --status reads the progress lines the training script prints: the finished run's last one.
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import sweep
+
+    other = sweep.Run("ppo", "InvertedPendulum-v4", 2, 6400, "default", [], str(runs_dir))
+    step, total, evaluation, _ = sweep.last_progress(other).groups()
+    assert (step, total) == ("6400", "6400") and float(evaluation) > 0
 
     resumed = benchmark(*flags)
     assert "resumed, finished" in resumed.stdout and "skipped (finished)" in resumed.stdout
