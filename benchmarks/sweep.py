@@ -318,11 +318,6 @@ def run_locally(runs: list[Run], workers: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Slurm: one array job, one task per run that has not finished
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
 # Status: where each run of the plan stands, for sweeps that take hours
 # ---------------------------------------------------------------------------------------------
 
@@ -377,6 +372,11 @@ def print_status(runs: list[Run]) -> None:
             detail += f", {left} left" if state == "running" else ""
         print(f"{run.name:<{width}}  {state:<11}  {detail}".rstrip())
     print(", ".join(f"{count} {state}" for state, count in counts.items() if count))
+
+
+# ---------------------------------------------------------------------------------------------
+# Slurm: one array job, one task per run that has not finished
+# ---------------------------------------------------------------------------------------------
 
 
 def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
