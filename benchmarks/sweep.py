@@ -204,7 +204,9 @@ def plan(options: argparse.Namespace) -> list[Run]:
                     fail(f"{run.name}: {error}".replace(": error: ", ": "))
 
     for run in runs:
-        if os.path.isdir(run.run_dir) and os.listdir(run.run_dir):
+        # The lock alone is ours: a sweep takes it before writing the marker, and another sweep may
+        # hold it (or a kill come) in between.
+        if os.path.isdir(run.run_dir) and set(os.listdir(run.run_dir)) - {LOCK}:
             marker = os.path.join(run.run_dir, MARKER)
             if not os.path.exists(marker):
                 fail(

@@ -127,6 +127,13 @@ def test_a_run_that_another_sweep_holds_is_left_alone(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert sweep.run_one(run, threads=1) == (1, "not run: another sweep is running it")
     assert os.listdir(run.run_dir) == [sweep.LOCK]  # nothing started, nothing written
+    # A directory holding only the lock file (that, or a kill between taking the lock and writing
+    # benchmark.json) is this sweep's own and not started, not a stranger's.
+    options = sweep.parse_options(
+        ["--algos", "ppo", "--envs", "InvertedPendulum-v4", "--seeds", "1", "--steps", "256"]
+        + ["--runs-dir", str(tmp_path)]
+    )
+    assert [(planned.name, planned.status()) for planned in sweep.plan(options)] == [(run.name, "new")]
 
 
 def test_status_says_where_each_run_stands(tmp_path, capsys):
