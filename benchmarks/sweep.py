@@ -353,9 +353,23 @@ def last_progress(run: Run) -> re.Match | None:
     return last
 
 
+def checkpoint_step(run: Run) -> int | None:
+    """The step an interrupted run resumes from: its checkpoint's, which lags the last step logged
+    by up to --checkpoint-every steps when the run was killed hard (SIGKILL, a session ending)."""
+    import torch  # here, not at the top: only --status needs it, and it takes a second to import
+
+    try:
+        # mmap: only the step is read, not the replay buffer a checkpoint may hold.
+        checkpoint = torch.load(os.path.join(run.run_dir, "checkpoint.pt"), weights_only=True, mmap=True)
+        return int(checkpoint["global_step"])
+    except Exception:
+        return None
+
+
 def print_status(runs: list[Run]) -> None:
     """One line per run: finished (its final evaluation), running, interrupted (resumes from its
-    last checkpoint on the next sweep) or not started, with the last step and evaluation logged."""
+    last checkpoint on the next sweep) or not started, with the last step and evaluation logged
+    and, for an interrupted run, the step its checkpoint resumes from."""
     counts = dict.fromkeys(("finished", "running", "interrupted", "not started"), 0)
     width = max(len(run.name) for run in runs)
     for run in runs:
@@ -372,6 +386,9 @@ def print_status(runs: list[Run]) -> None:
             detail = f"step {int(step):,}/{int(total):,} ({100 * int(step) / int(total):.0f}%)"
             detail += f", eval {evaluation}" if evaluation else ""
             detail += f", {left} left" if state == "running" else ""
+        if state == "interrupted":
+            resume_step = checkpoint_step(run)
+            detail += ", checkpoint unreadable" if resume_step is None else f", resumes from {resume_step:,}"
         print(f"{run.name:<{width}}  {state:<11}  {detail}".rstrip())
     print(", ".join(f"{count} {state}" for state, count in counts.items() if count))
 

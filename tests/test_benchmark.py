@@ -149,7 +149,10 @@ def test_status_says_where_each_run_stands(tmp_path, capsys):
         os.makedirs(run.run_dir)
     json.dump({"final_eval_mean": 4321.04}, open(os.path.join(finished.run_dir, "summary.json"), "w"))
     # Two sessions of the interrupted run; the last progress line counts, eval or not.
-    open(os.path.join(interrupted.run_dir, "checkpoint.pt"), "w").close()
+    # Killed hard after its checkpoint at 500: it logged 600 but resumes from 500.
+    torch.save(
+        {"global_step": 500, "buffer": torch.zeros(10)}, os.path.join(interrupted.run_dir, "checkpoint.pt")
+    )
     with open(os.path.join(interrupted.run_dir, sweep.LOG), "w") as log:
         log.write("# started 1 (then)\nstep       300/1000 |    50 steps/s | return    12.0 | left 1m\n")
         log.write("step       400/1000 |    50 steps/s | return    13.0 | eval     99.5 | left 1m\n")
@@ -163,10 +166,15 @@ def test_status_says_where_each_run_stands(tmp_path, capsys):
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert lines[0] == [finished.name, "finished", "final", "eval", "4321.0"]
     assert lines[1] == [running.name, "running", "step", "250/1,000", "(25%),", "15s", "left"]
-    assert lines[2] == [interrupted.name, "interrupted", "step", "600/1,000", "(60%),", "eval", "101.5"]
+    expected = [interrupted.name, "interrupted", "step", "600/1,000", "(60%),", "eval", "101.5,"]
+    assert lines[2] == [*expected, "resumes", "from", "500"]
     assert lines[3] == [new.name, "not", "started"]
     assert lines[4] == ["1", "finished,", "1", "running,", "1", "interrupted,", "1", "not", "started"]
     assert sweep.is_running(running) is False  # the lock is free again: no longer running
+    # A checkpoint that cannot be read is said so, not hidden (the resume would fail on it).
+    open(os.path.join(interrupted.run_dir, "checkpoint.pt"), "w").close()
+    sweep.print_status([interrupted])
+    assert capsys.readouterr().out.splitlines()[0].split()[-2:] == ["checkpoint", "unreadable"]
 
 
 def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
