@@ -39,6 +39,7 @@ MARKER = "benchmark.json"
 SKIPPED = "skipped (finished)"
 LOG = "benchmark.log"
 LOCK = "benchmark.lock"
+CHECKPOINT = "checkpoint.pt"  # what the training scripts write and --resume reads
 
 
 def fail(message: str) -> None:
@@ -82,7 +83,7 @@ class Run:
     def status(self) -> str:
         if os.path.exists(os.path.join(self.run_dir, "summary.json")):
             return "finished"
-        if os.path.exists(os.path.join(self.run_dir, "checkpoint.pt")):
+        if os.path.exists(os.path.join(self.run_dir, CHECKPOINT)):
             return "interrupted"
         return "new"
 
@@ -100,7 +101,7 @@ class Run:
         if self.status() == "interrupted":
             # The same flags again: they match the saved settings, and the ones a resume may
             # change (--checkpoint-every, --save-buffer, ...) would otherwise fall back to defaults.
-            flags = ["--resume", os.path.join(self.run_dir, "checkpoint.pt"), *flags]
+            flags = ["--resume", os.path.join(self.run_dir, CHECKPOINT), *flags]
         return [*script, *flags, "--threads", str(threads)]
 
 
@@ -360,7 +361,7 @@ def checkpoint_step(run: Run) -> int | None:
 
     try:
         # mmap: only the step is read, not the replay buffer a checkpoint may hold.
-        checkpoint = torch.load(os.path.join(run.run_dir, "checkpoint.pt"), weights_only=True, mmap=True)
+        checkpoint = torch.load(os.path.join(run.run_dir, CHECKPOINT), weights_only=True, mmap=True)
         return int(checkpoint["global_step"])
     except Exception:
         return None
