@@ -378,19 +378,21 @@ def print_status(runs: list[Run]) -> None:
         if state != "finished" and is_running(run):
             state = "running"
         counts[state] += 1
-        detail = ""
+        details = []
         if state == "finished":
             final = json.load(open(os.path.join(run.run_dir, "summary.json"))).get("final_eval_mean")
-            detail = f"final eval {final:.1f}" if final is not None else "no final evaluation"
+            details.append(f"final eval {final:.1f}" if final is not None else "no final evaluation")
         elif progress := last_progress(run):
             step, total, evaluation, left = progress.groups()
-            detail = f"step {int(step):,}/{int(total):,} ({100 * int(step) / int(total):.0f}%)"
-            detail += f", eval {evaluation}" if evaluation else ""
-            detail += f", {left} left" if state == "running" else ""
+            details.append(f"step {int(step):,}/{int(total):,} ({100 * int(step) / int(total):.0f}%)")
+            details += [f"eval {evaluation}"] if evaluation else []
+            details += [f"{left} left"] if state == "running" else []
         if state == "interrupted":
             resume_step = checkpoint_step(run)
-            detail += ", checkpoint unreadable" if resume_step is None else f", resumes from {resume_step:,}"
-        print(f"{run.name:<{width}}  {state:<11}  {detail}".rstrip())
+            details.append(
+                "checkpoint unreadable" if resume_step is None else f"resumes from {resume_step:,}"
+            )
+        print(f"{run.name:<{width}}  {state:<11}  {', '.join(details)}".rstrip())
     print(", ".join(f"{count} {state}" for state, count in counts.items() if count))
 
 

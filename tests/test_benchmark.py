@@ -175,6 +175,12 @@ def test_status_says_where_each_run_stands(tmp_path, capsys):
     open(os.path.join(interrupted.run_dir, "checkpoint.pt"), "w").close()
     sweep.print_status([interrupted])
     assert capsys.readouterr().out.splitlines()[0].split()[-2:] == ["checkpoint", "unreadable"]
+    # Killed before its first progress line: no step logged, only the checkpoint's.
+    os.remove(os.path.join(interrupted.run_dir, sweep.LOG))
+    torch.save({"global_step": 500}, os.path.join(interrupted.run_dir, "checkpoint.pt"))
+    sweep.print_status([interrupted])
+    line = capsys.readouterr().out.splitlines()[0].split()
+    assert line == [interrupted.name, "interrupted", "resumes", "from", "500"]
 
 
 def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
