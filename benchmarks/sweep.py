@@ -282,8 +282,8 @@ def run_locked(run: Run, threads: int) -> tuple[int, str]:
     return code, f"{verb}, {'finished' if code == 0 else f'FAILED (exit {code})'}"
 
 
-def run_locally(runs: list[Run], workers: int) -> bool:
-    """Each run is its own single-threaded process; a failed run does not stop the others."""
+def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
+    """Each run is its own process with `threads` torch threads; a failed run does not stop the others."""
     stopping = threading.Event()
 
     def stop(signum, frame):
@@ -302,7 +302,7 @@ def run_locally(runs: list[Run], workers: int) -> bool:
             results[run.name] = (1, "not started (sweep stopped)")
             return
         started = time.time()
-        code, outcome = run_one(run, threads=1)
+        code, outcome = run_one(run, threads=threads)
         took = f" in {(time.time() - started) / 60:.1f} min" if outcome != SKIPPED else ""
         with lock:  # one worker at a time counts and prints
             results[run.name] = code, outcome
@@ -461,7 +461,7 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         prog="bash benchmark.sh",
         description="Sweep algorithms x envs x seeds x grid settings, locally or as one Slurm array "
         "job, then plot and tabulate. Each option also reads its environment variable (ALGOS, ENVS, "
-        "SEEDS, STEPS, GRID, SET, WORKERS, RUNS_DIR); a flag wins over the variable.",
+        "SEEDS, STEPS, GRID, SET, WORKERS, THREADS, RUNS_DIR); a flag wins over the variable.",
         epilog='example: ALGOS=ppo SEEDS="1 2" bash benchmark.sh --grid "gamma=0.99,0.995"',
     )
     add = parser.add_argument
@@ -490,7 +490,14 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         "--workers",
         type=int,
         default=int(env("WORKERS", os.cpu_count() or 1)),
-        help="runs at once, each single-threaded (default: one per core, %(default)s)",
+        help="runs at once (default: one per core, %(default)s)",
+    )
+    add(
+        "--threads",
+        type=int,
+        default=int(env("THREADS", "1")),
+        help="torch threads of each local run (default: %(default)s; one run alone on the machine "
+        "finishes sooner with one per core, several single-threaded runs do more steps in all)",
     )
     add("--dry-run", action="store_true", help="print the commands, run nothing")
     add("--status", action="store_true", help="where each run stands (finished, running, ...); run nothing")
@@ -512,8 +519,10 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     add("--run-task", type=int, help=argparse.SUPPRESS)  # a Slurm array task's entry point
     add("--plan", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
-    if options.workers < 1 or options.cpus_per_task < 1:
-        fail("--workers and --cpus-per-task must be at least 1")
+    if options.workers < 1 or options.threads < 1 or options.cpus_per_task < 1:
+        fail("--workers, --threads and --cpus-per-task must be at least 1")
+    if options.slurm and options.threads != 1:
+        fail("--threads is for local runs; with --slurm, --cpus-per-task sets each task's threads")
     # Runs start in their own directories, Slurm tasks wherever Slurm puts them.
     options.runs_dir = os.path.abspath(options.runs_dir)
     return options
@@ -530,11 +539,15 @@ def main(argv: list[str]) -> int:
         print_status(runs)
         return 0
     if options.dry_run:
+        threads = options.cpus_per_task if options.slurm else options.threads
         for run in runs:
-            line = shlex.join(run.command(threads=options.cpus_per_task if options.slurm else 1))
+            line = shlex.join(run.command(threads))
             print(f"# {run.name}: finished, skipped" if run.status() == "finished" else line)
         return 0
-    succeeded = submit_to_slurm(runs, options) if options.slurm else run_locally(runs, options.workers)
+    if options.slurm:
+        succeeded = submit_to_slurm(runs, options)
+    else:
+        succeeded = run_locally(runs, options.workers, options.threads)
     waited = options.slurm and "--wait" in shlex.split(options.sbatch_args)
     if not options.no_report and (waited or not options.slurm):
         report(options.runs_dir)

@@ -218,6 +218,8 @@ def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
         (["--grid", "seed=1,2"], "set by the sweep itself"),
         (["--grid", "batch-size=2000000", "--algos", "sac"], "larger than --buffer-size"),
         (["--set", "gamma=0.9,0.99"], "takes one value"),
+        (["--threads", "0"], "--threads and --cpus-per-task must be at least 1"),
+        (["--slurm", "--threads", "2"], "with --slurm, --cpus-per-task sets each task's threads"),
     ],
 )
 def test_bad_input_is_one_line_before_anything_starts(tmp_path, flags, message):
@@ -318,11 +320,14 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_the_others_go_on(tmp_path)
     step, total, evaluation, _ = sweep.last_progress(other).groups()
     assert (step, total) == ("6400", "6400") and float(evaluation) > 0
 
-    resumed = benchmark(*flags)
+    # Resumed alone with two torch threads (--threads), as a run that must end soon would be.
+    resumed = benchmark(*flags, "--threads", "2")
     assert "resumed, finished" in resumed.stdout and "skipped (finished)" in resumed.stdout
-    command = open(victim / "benchmark.log").read().split("$ ")[-1].splitlines()[0]
-    assert "--resume" in command and "--checkpoint-every 64" in command
-    assert load_checkpoint(victim / "checkpoint.pt")["args"]["checkpoint_every"] == 64
+    first, command = [part.splitlines()[0] for part in open(victim / "benchmark.log").read().split("$ ")[1:]]
+    assert "--threads 1" in first and "--resume" not in first
+    assert "--resume" in command and "--checkpoint-every 64" in command and "--threads 2" in command
+    saved = load_checkpoint(victim / "checkpoint.pt")["args"]
+    assert saved["checkpoint_every"] == 64 and saved["threads"] == 2
     assert json.load(open(victim / "summary.json"))["global_step"] == 6400
 
 
