@@ -3,11 +3,14 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
 
 
+# A cell without an id is a warning now and an error in later nbformat versions: keep every cell's.
+@pytest.mark.filterwarnings("error::nbformat.warnings.MissingIDFieldWarning")
 def test_the_walkthrough_notebook_runs(monkeypatch):
     monkeypatch.setenv("NOTEBOOK_STEPS", "2048")  # the kernel inherits it
     notebook = nbformat.read(os.path.join(NOTEBOOKS, "walkthrough.ipynb"), as_version=4)
