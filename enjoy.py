@@ -4,9 +4,9 @@
     python enjoy.py --checkpoint runs/<run_name> --stages 3     # early, middle, final, side by side
 
 Reads what sac_continuous.py and ppo_continuous.py write (final_model.pt, models/step_*.pt,
-checkpoint.pt), rebuilds the policy with the scripts' own classes, and plays it. Read top to bottom:
-arguments, checkpoints, envs, the policy, the camera, episodes, GIF and video. The README has a
-section on it.
+checkpoint.pt), rebuilds the policy with its algorithm's own loader, and plays it. Read top to bottom:
+arguments, checkpoints, envs, the policy, the camera, episodes, GIF and video. docs/enjoy.md has
+more.
 """
 
 from __future__ import annotations
@@ -35,21 +35,11 @@ import torch
 import tyro
 from PIL import Image, ImageDraw, ImageFont
 
-from ppo_continuous import Agent, RunningMeanStd
-from sac_continuous import Actor
+import plumbing
+import ppo_continuous
+import sac_continuous
+from plumbing import fail
 
-CHECKPOINT_FORMAT = "mujoco-actor-critic-checkpoint"
-CHECKPOINT_VERSION = 1
-# What every checkpoint file holds (README, "Checkpoint format"), besides its policy.
-COMMON_KEYS = (
-    "env_id",
-    "observation_shape",
-    "action_shape",
-    "action_low",
-    "action_high",
-    "args",
-    "global_step",
-)
 GIF_COLORS = 64  # one palette for the whole GIF; 64 colours look right for these scenes
 GIF_MAX_FPS = 16  # by default the GIF keeps just enough frames for this many per simulated second
 warnings.filterwarnings("ignore", message=".*is out of date.*")  # the -v4 ids are the default on purpose
@@ -93,11 +83,6 @@ class Args:
     """MuJoCo envs: the camera follows the agent's root body (--no-track: the env's own camera)"""
     json: str | None = None
     """write a JSON summary to this path ('-': print it on stdout, and the rest on stderr)"""
-
-
-def fail(message: str) -> None:
-    """Bad input ends the program with one clear line and a non-zero exit."""
-    raise SystemExit(f"error: {message}")
 
 
 def check_args(args: Args) -> None:
@@ -158,31 +143,12 @@ def checkpoint_paths(args: Args) -> list[str]:
 
 
 def load_checkpoint(path: str) -> dict:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupted, not a torch file, or unsafe to unpickle
-        blocked = re.search(r"GLOBAL (\S+)", str(error))
-        if blocked:  # the unpickler stopped before importing it, so nothing from the file ran
-            fail(f"refused to load {path}: it would call {blocked.group(1)}; checkpoints hold only data")
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if reason.startswith("Weights only load failed"):
-            reason = "not a pickle of tensors and plain values"
-        fail(f"cannot read {path}: not a readable checkpoint ({reason[:160]})")
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        fail(f"{path} is not a checkpoint of sac_continuous.py or ppo_continuous.py")
-    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        fail(
-            f"{path} has checkpoint format version {checkpoint.get('format_version')}, "
-            f"enjoy.py reads version {CHECKPOINT_VERSION}"
-        )
-    if checkpoint.get("algorithm") not in ("sac", "ppo"):
-        fail(f"{path} is a checkpoint of an unknown algorithm {checkpoint.get('algorithm')!r}")
+    """plumbing's checked load, and the policy's own keys for its algorithm."""
+    checkpoint = plumbing.load_checkpoint(path, reader="enjoy.py")
     policy_keys = ("actor",) if checkpoint["algorithm"] == "sac" else ("agent", "obs_rms")
-    for key in (*COMMON_KEYS, *policy_keys):
+    for key in policy_keys:
         if key not in checkpoint:
             fail(f"{path} is damaged: it has no '{key}'")
-    if not isinstance(checkpoint["args"], dict) or not {"hidden_size", "seed"} <= checkpoint["args"].keys():
-        fail(f"{path} is damaged: its 'args' lack hidden_size or seed")
     return checkpoint
 
 
@@ -231,61 +197,6 @@ def env_seconds_per_step(env: gym.Env) -> float:
     """Simulated seconds per env step: what real-time playback is measured against."""
     dt = getattr(env.unwrapped, "dt", None)  # MuJoCo envs and most classic-control ones have it
     return float(dt) if dt else 1.0 / env.metadata.get("render_fps", 30)
-
-
-# ---------------------------------------------------------------------------------------------
-# The policy, rebuilt with the training scripts' own classes
-# ---------------------------------------------------------------------------------------------
-
-
-def build_policy(checkpoint: dict, path: str, stochastic: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """obs -> action, the way the run's own evaluation acts (or sampled, with stochastic)."""
-    obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
-    hidden = checkpoint["args"]["hidden_size"]
-    low = np.array(checkpoint["action_low"], dtype=np.float32)
-    high = np.array(checkpoint["action_high"], dtype=np.float32)
-    try:
-        if checkpoint["algorithm"] == "sac":
-            actor = Actor(obs_dim, act_dim, hidden, low, high)
-            actor.load_state_dict(checkpoint["actor"])
-            parameters = list(actor.parameters())
-        else:
-            agent = Agent(obs_dim, act_dim, hidden)
-            agent.load_state_dict(checkpoint["agent"])
-            parameters = list(agent.parameters())
-            # PPO's observation statistics belong to the policy: restored, and frozen (never updated here).
-            obs_rms = None
-            if checkpoint["obs_rms"] is not None:
-                obs_rms = RunningMeanStd((obs_dim,))
-                obs_rms.load_state_dict(checkpoint["obs_rms"])
-                if obs_rms.mean.shape != (obs_dim,) or obs_rms.var.shape != (obs_dim,):
-                    raise ValueError(f"observation statistics of shape {obs_rms.mean.shape}")
-                parameters += [torch.as_tensor(obs_rms.mean), torch.as_tensor(obs_rms.var)]
-    except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        fail(f"{path} is damaged: its policy does not load ({reason[:160]})")
-    if not all(bool(torch.isfinite(p).all()) for p in parameters):
-        fail(f"{path} is damaged: its policy has non-finite weights or statistics")
-
-    if checkpoint["algorithm"] == "sac":
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            obs_t = torch.as_tensor(obs, dtype=torch.float32)
-            # tanh of the Gaussian mean, as in training's evaluation; or a squashed sample.
-            action = actor(obs_t, with_log_prob=False)[0] if stochastic else actor.deterministic(obs_t)
-            return action.numpy()
-
-    else:
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            if obs_rms is not None:
-                obs = obs_rms.normalize(obs)
-            mean = agent.actor_mean(torch.as_tensor(obs, dtype=torch.float32))
-            action = mean + agent.actor_logstd[0].exp() * torch.randn_like(mean) if stochastic else mean
-            # The policy is an unbounded Gaussian; the env gets it clipped to its bounds, as in training.
-            return np.clip(action.numpy(), low, high)
-
-    return act
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,7 +424,9 @@ def main(args: Args) -> dict:
     panels, results, seconds_per_step, every = [], [], None, args.keep_every
     for path, checkpoint in zip(paths, checkpoints, strict=True):
         env_id = args.env_id or checkpoint["env_id"]
-        policy = build_policy(checkpoint, path, args.stochastic)
+        # The policy is rebuilt by its algorithm's own loader, the one users call (docs/enjoy.md).
+        loader = ppo_continuous if checkpoint["algorithm"] == "ppo" else sac_continuous
+        policy = loader.policy_from_checkpoint(checkpoint, path, stochastic=args.stochastic)
         env, frames = open_env(env_id, checkpoint, path, args, drawn=args.render)
         if seconds_per_step is None:  # the first env sets the clock of the GIF and the video
             seconds_per_step = env_seconds_per_step(env)

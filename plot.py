@@ -26,13 +26,6 @@ from collections import defaultdict
 
 import numpy as np
 
-# A setting is what differs from the script's defaults, less what changes how but not what is trained.
-NOT_A_SETTING = {
-    "exp_name", "seed", "env_id", "total_timesteps", "run_name", "runs_dir", "resume", "threads", "cuda",
-    "track", "wandb_project_name", "wandb_entity", "capture_video", "checkpoint_every", "save_buffer",
-    "eval_every", "eval_episodes", "torch_deterministic",
-}  # fmt: skip
-
 
 def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
@@ -49,12 +42,16 @@ def find_run_dirs(paths: list[str]) -> list[str]:
 
 
 def setting_from_args(algorithm: str, saved_args: dict) -> str:
-    """For runs not made by benchmark.sh: the saved flags that differ from the script's defaults."""
+    """For runs not made by benchmark.sh: the saved hyperparameters that differ from the script's
+    defaults (the flags that change how, not what, is trained are no part of a setting)."""
+    import plumbing
+
     defaults = script_defaults(algorithm)
+    not_a_setting = plumbing.flags_with_role(training_script(algorithm).Args, "how", "axis")
     changed = [
         f"{name.replace('_', '-')}={value}"
         for name, value in saved_args.items()
-        if name not in NOT_A_SETTING
+        if name not in not_a_setting
         and name.replace("_", "-") in defaults
         and str(value) != defaults[name.replace("_", "-")]
     ]
@@ -159,11 +156,16 @@ def spell(value) -> str:
     return str(value)
 
 
-def script_defaults(algorithm: str) -> dict[str, str]:
-    """The training script's defaults, spelled as on the command line ('learning-rate': '3e-4')."""
+def training_script(algorithm: str):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     module = __import__(f"{algorithm}_continuous")
     sys.path.pop(0)
+    return module
+
+
+def script_defaults(algorithm: str) -> dict[str, str]:
+    """The training script's defaults, spelled as on the command line ('learning-rate': '3e-4')."""
+    module = training_script(algorithm)
     return {name.replace("_", "-"): spell(value) for name, value in vars(module.Args()).items()}
 
 

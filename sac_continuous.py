@@ -3,62 +3,58 @@
     python sac_continuous.py --env-id Walker2d-v4
     python sac_continuous.py --resume runs/<run_name>/checkpoint.pt
 
-Read top to bottom: hyperparameters, environments, networks, replay buffer, checkpoints, the
-training loop. The README documents the run directory and the checkpoint format.
+Read top to bottom: hyperparameters, networks, replay buffer, the update, the loop state, and the
+training loop. What holds no algorithm (checkpoint files, resume, run directories, logging,
+signals, env creation) is in plumbing.py. docs/sac.md documents the logged metrics and details.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import json
 import math
-import os
-import signal
 import time
-import uuid
-import warnings
-from collections import deque
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
+
+import plumbing
+from plumbing import axis, fail, how
 
 ALGORITHM = "sac"
-CHECKPOINT_FORMAT = "mujoco-actor-critic-checkpoint"
-CHECKPOINT_VERSION = 1
-# The -v4 ids are this project's default on purpose; their deprecation notice is noise here.
-warnings.filterwarnings("ignore", message=".*is out of date.*")
 
 
 @dataclass
 class Args:
-    exp_name: str = "sac_continuous"
+    # Plumbing: the run's name and how it is carried out (no effect on the numbers).
+    exp_name: str = axis("sac_continuous")
     """the name of this experiment, part of the run name"""
-    seed: int = 1
+    seed: int = axis(1)
     """seed of the experiment (envs, warm-up actions, networks, sampling)"""
-    torch_deterministic: bool = True
+    torch_deterministic: bool = how(True)
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
+    cuda: bool = how(True)
     """if toggled, cuda is used when available"""
-    track: bool = False
+    track: bool = how(False)
     """if toggled, the run is mirrored to Weights & Biases (WANDB_MODE=offline works)"""
-    wandb_project_name: str = "mujoco-actor-critic"
+    wandb_project_name: str = how("mujoco-actor-critic")
     """the wandb project name"""
-    wandb_entity: str | None = None
+    wandb_entity: str | None = how(None)
     """the entity (team) of the wandb project"""
-    capture_video: bool = False
+    capture_video: bool = how(False)
     """if toggled, the first episode of each evaluation is saved to runs/<run_name>/videos"""
+    save_model: bool = how(True)
+    """CleanRL's flag, accepted so its command lines run unchanged: the models are always saved"""
 
-    env_id: str = "HalfCheetah-v4"
+    # The algorithm: what a user tuning SAC changes.
+    env_id: str = axis("HalfCheetah-v4")
     """the id of the environment (any registered env with a Box action space)"""
-    total_timesteps: int = 1_000_000
-    """total environment steps, summed over the parallel envs"""
+    total_timesteps: int = axis(1_000_000, resumable=True)
+    """total environment steps, summed over the parallel envs (a resume may extend it)"""
     num_envs: int = 1
     """the number of parallel environments (one gradient update per vector step)"""
     buffer_size: int = 1_000_000
@@ -86,158 +82,50 @@ class Args:
     hidden_size: int = 256
     """width of the two hidden layers of the actor and of each critic"""
 
-    log_every: int = 1_000
+    # Plumbing: logging, evaluation, checkpoints.
+    log_every: int = how(1_000)
     """log the losses every N gradient updates (CleanRL: 100; 1000 keeps a 1M-step run's events ~0.5 MB)"""
-    eval_every: int = 10_000
+    eval_every: int = how(10_000)
     """evaluate the deterministic policy every N env steps (0: only at the end)"""
-    eval_episodes: int = 10
+    eval_episodes: int = how(10)
     """episodes per evaluation, on a separate env (0: no evaluation)"""
-    checkpoint_every: int = 50_000
+    checkpoint_every: int = how(50_000)
     """write runs/<run_name>/checkpoint.pt every N env steps (0: only at the end)"""
-    save_buffer: bool = False
+    save_buffer: bool = how(False)
     """also store the replay buffer in the checkpoint, so that a resume loses nothing"""
-    resume: str | None = None
+    resume: str | None = how(None)
     """continue the run of this checkpoint.pt with its saved settings"""
-    run_name: str | None = None
+    run_name: str | None = axis(None)
     """the run directory's name (default: {env_id}__{exp_name}__{seed}__{unix time})"""
-    runs_dir: str = "runs"
+    runs_dir: str = how("runs")
     """where run directories are created"""
-    threads: int = 0
+    threads: int = how(0)
     """torch CPU threads (0: torch's default)"""
 
 
-# Flags that may differ from the checkpoint's when resuming: they change how, not what, is trained.
-RESUME_OVERRIDES = (
-    "resume",
-    "runs_dir",
-    "cuda",
-    "threads",
-    "track",
-    "checkpoint_every",
-    "log_every",
-    "save_buffer",
-    "total_timesteps",
-    "capture_video",
-)
-
-
-def fail(message: str) -> None:
-    """Bad input ends the program with one clear line and a non-zero exit."""
-    raise SystemExit(f"error: {message}")
-
-
 def check_args(args: Args) -> None:
-    positive = (
-        "total_timesteps",
-        "num_envs",
-        "buffer_size",
-        "batch_size",
-        "policy_lr",
-        "q_lr",
-        "policy_frequency",
-        "target_network_frequency",
-        "hidden_size",
-        "log_every",
+    plumbing.check_numbers(
+        args,
+        positive=("total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_lr", "q_lr")
+        + ("policy_frequency", "target_network_frequency", "hidden_size", "log_every"),
+        non_negative=(
+            "learning_starts",
+            "eval_every",
+            "eval_episodes",
+            "checkpoint_every",
+            "alpha",
+            "threads",
+        ),
+        unit_interval=("gamma", "tau"),
     )
-    for name in positive:
-        if not getattr(args, name) > 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_every", "eval_episodes", "checkpoint_every", "alpha", "threads"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    if not 0.0 <= args.gamma <= 1.0:
-        fail(f"--gamma must be in [0, 1], got {args.gamma}")
-    if not 0.0 < args.tau <= 1.0:
+    if args.tau == 0.0:
         fail(f"--tau must be in (0, 1], got {args.tau}")
     if args.autotune and args.alpha <= 0:
         fail(f"--alpha (the initial entropy coefficient) must be positive with --autotune, got {args.alpha}")
     if args.batch_size > args.buffer_size:
         fail(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Environments
-# ---------------------------------------------------------------------------------------------
-
-
-def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """gym.make with a one-line error for ids that do not exist or spaces SAC cannot handle."""
-    try:
-        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
-    except (
-        gym.error.NameNotFound,
-        gym.error.VersionNotFound,
-        gym.error.NamespaceNotFound,
-        gym.error.UnregisteredEnv,
-        ModuleNotFoundError,
-    ) as error:
-        close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        fail(f"unknown env id '{env_id}' ({error}){hint}")
-    except gym.error.Error as error:
-        fail(f"cannot make env '{env_id}': {error}")
-    if not isinstance(env.action_space, gym.spaces.Box):
-        fail(f"SAC needs a continuous (Box) action space; {env_id} has {env.action_space}")
-    if not np.all(np.isfinite(env.action_space.low) & np.isfinite(env.action_space.high)):
-        fail(f"{env_id} has unbounded actions {env.action_space}; SAC squashes into finite bounds")
-    if (
-        not isinstance(env.observation_space, gym.spaces.Box)
-        or env.observation_space.shape is None
-        or len(env.observation_space.shape) != 1
-    ):
-        fail(f"SAC here needs a flat Box observation space; {env_id} has {env.observation_space}")
-    return env
-
-
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
-    # Gymnasium 1.x autoresets on the *next* step: the step after a done returns the first
-    # observation of a new episode with reward 0 and ignores the action. It is not a transition.
-    make_env(env_id).close()  # validate once, with a clear error, before building the vector env
-    return gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(num_envs)])
-
-
-def find_wrapper(env: gym.Env, wrapper_type: type) -> gym.Wrapper | None:
-    while isinstance(env, gym.Wrapper):
-        if isinstance(env, wrapper_type):
-            return env
-        env = env.env
-    return None
-
-
-def get_env_state(env: gym.Env) -> dict | None:
-    """The full simulator state of one env, so a resumed run continues the very same episode."""
-    inner, state = env.unwrapped, {}
-    if hasattr(inner, "model") and hasattr(inner, "data"):  # a MuJoCo env
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        values = np.empty(mujoco.mj_stateSize(inner.model, spec))
-        mujoco.mj_getState(inner.model, inner.data, values, spec)
-        state["mujoco"] = torch.from_numpy(values)
-    elif isinstance(getattr(inner, "state", None), np.ndarray):  # classic control
-        state["state"] = torch.from_numpy(inner.state.copy())
-    else:
-        return None
-    state["np_random"] = inner.np_random.bit_generator.state
-    time_limit = find_wrapper(env, gym.wrappers.TimeLimit)
-    state["elapsed_steps"] = time_limit._elapsed_steps if time_limit else 0
-    return state
-
-
-def set_env_state(env: gym.Env, state: dict) -> None:
-    inner = env.unwrapped
-    if "mujoco" in state:
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        mujoco.mj_setState(inner.model, inner.data, state["mujoco"].numpy(), spec)
-        mujoco.mj_forward(inner.model, inner.data)
-    else:
-        inner.state = state["state"].numpy().copy()
-    inner.np_random.bit_generator.state = state["np_random"]
-    time_limit = find_wrapper(env, gym.wrappers.TimeLimit)
-    if time_limit:
-        time_limit._elapsed_steps = state["elapsed_steps"]
+    if not args.save_model:
+        fail("--no-save-model: this script always saves its models (final_model.pt, models/)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +200,45 @@ class TwinCritic(nn.Module):
         return x.squeeze(-1)
 
 
+def policy_function(
+    actor: Actor, device: torch.device, stochastic: bool = False
+) -> Callable[[np.ndarray], np.ndarray]:
+    """obs -> action in env units: tanh of the mean (as evaluated), or a squashed sample."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        with torch.no_grad():
+            action = actor(obs_t, with_log_prob=False)[0] if stochastic else actor.deterministic(obs_t)
+        return action.cpu().numpy()
+
+    return act
+
+
+def policy_from_checkpoint(
+    checkpoint: dict, path: str, device: str = "cpu", stochastic: bool = False
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The policy of a loaded checkpoint (see load_policy)."""
+    obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
+    low, high = np.array(checkpoint["action_low"]), np.array(checkpoint["action_high"])
+    actor = Actor(obs_dim, act_dim, checkpoint["args"]["hidden_size"], low, high)
+    try:
+        actor.load_state_dict(checkpoint["actor"])
+    except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as error:
+        fail(f"{path} is damaged: its policy does not load ({plumbing.first_line(error)[:160]})")
+    plumbing.check_finite_policy(list(actor.parameters()), path)
+    return policy_function(actor.to(device), torch.device(device), stochastic)
+
+
+def load_policy(
+    path: str, device: str = "cpu", stochastic: bool = False
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A trained SAC policy from final_model.pt, models/step_*.pt or checkpoint.pt, as a function
+    from an observation (or a batch) to the action to take. Never runs code from the file."""
+    return policy_from_checkpoint(
+        plumbing.load_policy_file(path, ALGORITHM, ("actor",)), path, device, stochastic
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Replay buffer
 # ---------------------------------------------------------------------------------------------
@@ -349,97 +276,138 @@ class ReplayBuffer:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: plain tensors and Python values only, so torch.load(weights_only=True) reads them
-# and loading a file can never run code from it.
+# The update: no host syncs here; losses are read only when logged
 # ---------------------------------------------------------------------------------------------
 
 
-def save_atomically(obj: dict, path: str) -> None:
-    """Write to a temporary file, then rename: a kill at any instant leaves the old file intact."""
-    tmp_path = f"{path}.tmp"
-    with open(tmp_path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
+def update_critic(args: Args, actor, qf, qf_target, q_optimizer, batch, alpha):
+    obs, next_obs, actions, rewards, terminations = batch
+    with torch.no_grad():
+        next_actions, next_log_prob = actor(next_obs)
+        next_q = qf_target(next_obs, next_actions).min(dim=0).values - alpha * next_log_prob
+        # Only termination stops bootstrapping; a time-limit truncation is stored as not terminated.
+        td_target = rewards.flatten() + args.gamma * (1 - terminations.flatten()) * next_q
+    q_values = qf(obs, actions)
+    member_losses = (q_values - td_target).pow(2).mean(dim=1)
+    qf_loss = member_losses.sum()
+    q_optimizer.zero_grad(set_to_none=True)
+    qf_loss.backward()
+    q_optimizer.step()
+    return q_values.detach(), member_losses.detach(), qf_loss.detach()
 
 
-def load_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        fail(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupted, not a torch file, or unsafe to unpickle
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        fail(f"cannot read checkpoint {path}: {reason[:200]}")
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        fail(f"{path} is not a checkpoint of this project")
-    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        fail(
-            f"{path} has checkpoint format version {checkpoint.get('format_version')}, "
-            f"this script reads version {CHECKPOINT_VERSION}"
-        )
-    return checkpoint
+def update_actor(args: Args, actor, qf, actor_optimizer, obs, alpha, log_alpha, target_entropy):
+    actions, log_prob = actor(obs)
+    q_pi = qf(obs, actions, detach_params=True).min(dim=0).values
+    actor_loss = (alpha * log_prob - q_pi).mean()  # alpha is detached: no gradient to it here
+    alpha_loss = torch.zeros((), device=obs.device)
+    if args.autotune:
+        alpha_loss = (-log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()
+    actor_optimizer.zero_grad(set_to_none=True)
+    (actor_loss + alpha_loss).backward()
+    actor_optimizer.step()
+    return actor_loss.detach(), alpha_loss.detach()
 
 
-def args_for_resume(cli_args: Args, checkpoint: dict, path: str) -> Args:
-    """The run continues with its saved settings; a flag that contradicts them is an error."""
-    if checkpoint["algorithm"] != ALGORITHM:
-        fail(
-            f"{path} is a {checkpoint['algorithm']} checkpoint; resume it with "
-            f"{checkpoint['algorithm']}_continuous.py"
-        )
-    if checkpoint["kind"] != "training":
-        fail(f"{path} holds a policy only; resume needs the run's checkpoint.pt")
-    saved, defaults = checkpoint["args"], Args()
-    for field in fields(Args):
-        given, name = getattr(cli_args, field.name), field.name
-        if name in RESUME_OVERRIDES or given == getattr(defaults, name) or given == saved.get(name):
-            continue
-        fail(f"{path} was trained with --{name.replace('_', '-')} {saved.get(name)}, not {given}")
-    # The flags a resume may change keep their saved values unless given (non-default) now.
-    given = {name: getattr(cli_args, name) for name in RESUME_OVERRIDES}
-    changed = {name: value for name, value in given.items() if value != getattr(defaults, name)}
-    return Args(**{**saved, **changed, "resume": cli_args.resume})
+def log_losses(writer, args: Args, losses: dict, alpha: torch.Tensor, global_step: int, sps: int) -> None:
+    q_values, member_losses = losses["q_values"], losses["member_losses"]
+    writer.add_scalar("losses/qf1_values", q_values[0].mean().item(), global_step)
+    writer.add_scalar("losses/qf2_values", q_values[1].mean().item(), global_step)
+    writer.add_scalar("losses/qf1_loss", member_losses[0].item(), global_step)
+    writer.add_scalar("losses/qf2_loss", member_losses[1].item(), global_step)
+    writer.add_scalar("losses/qf_loss", losses["qf_loss"].item() / 2.0, global_step)
+    if "actor_loss" in losses:  # a resumed run may log before its first actor update
+        writer.add_scalar("losses/actor_loss", losses["actor_loss"].item(), global_step)
+        if args.autotune:
+            writer.add_scalar("losses/alpha_loss", losses["alpha_loss"].item(), global_step)
+    writer.add_scalar("losses/alpha", alpha.item(), global_step)
+    writer.add_scalar("charts/SPS", sps, global_step)
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation
+# The loop state, and checkpoints of all of it
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate(
-    actor: Actor, env: gym.Env, episodes: int, seed: int, device: torch.device, record_frames: bool = False
-) -> tuple[list[float], list[np.ndarray]]:
-    """Deterministic policy, one episode per seed: the same start states at every evaluation."""
-    returns, frames = [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        done, episode_return = False, 0.0
-        while not done:
-            if record_frames and episode == 0:
-                frames.append(env.render())
-            with torch.no_grad():
-                action = actor.deterministic(torch.as_tensor(obs, dtype=torch.float32, device=device))
-            obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
-            episode_return += float(reward)
-            done = terminated or truncated
-        returns.append(episode_return)
-    return returns, frames
+@dataclass
+class LoopState:
+    """What the loop carries from one step to the next. With the networks, the optimizers, the
+    buffer and the RNGs, it is what a checkpoint saves and a resume restores."""
+
+    obs: np.ndarray
+    episodes: plumbing.Episodes
+    global_step: int = 0
+    update_count: int = 0  # gradient updates so far; the policy delay counts them
+    learning_starts_at: int = 0  # no update before this step (later after a resume without buffer)
+
+    def state_dict(self, envs) -> dict:
+        return {
+            "obs": torch.as_tensor(self.obs),
+            **self.episodes.state_dict(),
+            "env_states": plumbing.get_env_states(envs),
+            "action_space_rng": envs.action_space.np_random.bit_generator.state,
+            "learning_starts_at": self.learning_starts_at,
+            "update_count": self.update_count,
+        }
+
+    def load_state_dict(self, rollout: dict, global_step: int, envs, args: Args) -> None:
+        self.global_step, self.update_count = global_step, rollout["update_count"]
+        self.learning_starts_at = rollout["learning_starts_at"]
+        envs.action_space.np_random.bit_generator.state = rollout["action_space_rng"]
+        prev_done = rollout["prev_done"].numpy()
+        restored = plumbing.set_env_states(envs, rollout["env_states"], prev_done)
+        self.episodes.load_state_dict(rollout, episodes_too=restored)
+        if restored:
+            self.obs = rollout["obs"].numpy()
+        else:
+            print(f"note: the state of {args.env_id} cannot be saved; resumed episodes start afresh")
+            self.obs, _ = envs.reset(seed=args.seed + global_step)
 
 
-def crossed(step: int, step_size: int, every: int) -> bool:
-    """Did the last vector step pass a multiple of `every`?"""
-    return every > 0 and step // every > (step - step_size) // every
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
+def save_checkpoint(run, args, envs, state, learner, log_alpha, rb, final: bool, device) -> None:
+    """The policy file(s) and checkpoint.pt; `learner` maps checkpoint keys to the networks and
+    optimizers (all have state_dict)."""
+    model = plumbing.policy_record(
+        args, ALGORITHM, envs, state.global_step, actor=learner["actor"].state_dict()
     )
+    training = {name: module.state_dict() for name, module in learner.items() if name != "actor"}
+    training |= {"log_alpha": log_alpha.detach().cpu(), "torch_rng": torch.get_rng_state()}
+    training["rollout"] = state.state_dict(envs)
+    if args.save_buffer:
+        training["buffer"] = rb.state_dict()
+    run.save(model, training, final, device)
+
+
+def restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb) -> None:
+    for name, module in learner.items():
+        module.load_state_dict(checkpoint[name])
+    with torch.no_grad():
+        log_alpha.copy_(checkpoint["log_alpha"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
+    if "buffer" in checkpoint:
+        rb.load_state_dict(checkpoint["buffer"])
+    elif state.global_step < args.total_timesteps:
+        # Without a saved buffer, refill it with the current policy before updating again.
+        state.learning_starts_at = state.global_step + args.learning_starts
+        print(
+            f"note: no replay buffer in the checkpoint; refilling it for {args.learning_starts} "
+            f"steps with the current policy before learning resumes"
+        )
+    print(f"resuming {args.run_name} at step {state.global_step}")
+
+
+def check_finite(run, finite_log: torch.Tensor, state: LoopState, num_envs: int, parameters) -> None:
+    """Stop before a non-finite loss reaches a checkpoint; the last good one stays. `finite_log`
+    holds one flag per update, a ring: the first bad one in it dates the failure."""
+    if bool(finite_log.all()) and all(bool(torch.isfinite(p).all()) for p in parameters):
+        return
+    when, flags, updates = f"by step {state.global_step}", finite_log.tolist(), state.update_count
+    for update in range(max(updates - len(flags), 0), updates):  # oldest first
+        if not flags[update % len(flags)]:  # one update per vector step since learning began
+            when = f"at step {state.global_step - (updates - 1 - update) * num_envs}"
+            break
+    run.stop_non_finite(f"loss or weights {when}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,39 +422,17 @@ def train(args: Args) -> dict:
     torch.set_flush_denormal(True)
     checkpoint = None
     if args.resume:
-        checkpoint = load_checkpoint(args.resume)
-        args = args_for_resume(args, checkpoint, args.resume)
+        checkpoint = plumbing.load_checkpoint(args.resume)
+        args = plumbing.args_for_resume(args, checkpoint, args.resume, ALGORITHM)
     check_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = plumbing.set_up_torch(args)
 
-    envs = make_vector_env(args.env_id, args.num_envs)
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
+    envs = plumbing.make_vector_env(args.env_id, args.num_envs, needs="SAC", bounded=True)
     if checkpoint is not None:
-        if (
-            tuple(checkpoint["observation_shape"]) != obs_space.shape
-            or tuple(checkpoint["action_shape"]) != act_space.shape
-        ):
-            fail(
-                f"{args.resume} has observation/action shapes {checkpoint['observation_shape']}/"
-                f"{checkpoint['action_shape']}, but {args.env_id} has {obs_space.shape}/{act_space.shape}"
-            )
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-        run_name = args.run_name
-    else:
-        run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        args.run_name = run_name
-        run_dir = os.path.join(args.runs_dir, run_name)
-        if os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
-            fail(
-                f"{run_dir} already holds a run; continue it with --resume "
-                f"{os.path.join(run_dir, 'checkpoint.pt')} or choose another --run-name"
-            )
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+        plumbing.check_shapes(checkpoint, envs, args.resume, args.env_id)
+    run = plumbing.Run(args, ALGORITHM, checkpoint)
+    act_space = envs.single_action_space
+    obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
 
     actor = Actor(obs_dim, act_dim, args.hidden_size, act_space.low, act_space.high).to(device)
     qf = TwinCritic(obs_dim, act_dim, args.hidden_size).to(device)
@@ -503,209 +449,38 @@ def train(args: Args) -> dict:
     if args.autotune:
         actor_groups.append({"params": [log_alpha], "lr": args.q_lr})
     actor_optimizer = torch.optim.Adam(actor_groups, lr=args.policy_lr, fused=True)
+    learner = {"actor": actor, "qf": qf, "qf_target": qf_target}
+    learner |= {"q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
-    # The state of the rollout, all of it saved in a checkpoint.
-    global_step, wall_clock_before, learning_starts_at = 0, 0.0, args.learning_starts
-    update_count = 0  # gradient updates so far; the policy delay counts them
     envs.action_space.seed(args.seed)
     obs, _ = envs.reset(seed=args.seed)
-    prev_done = np.zeros(args.num_envs, dtype=bool)  # True: this env's next step is a reset step
-    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-    recent_returns: deque = deque(maxlen=20)
-    wandb_id = uuid.uuid4().hex[:12]
-
+    state = LoopState(obs, plumbing.Episodes(args.num_envs), learning_starts_at=args.learning_starts)
     if checkpoint is not None:
-        actor.load_state_dict(checkpoint["actor"])
-        qf.load_state_dict(checkpoint["qf"])
-        qf_target.load_state_dict(checkpoint["qf_target"])
-        q_optimizer.load_state_dict(checkpoint["q_optimizer"])
-        actor_optimizer.load_state_dict(checkpoint["actor_optimizer"])
-        with torch.no_grad():
-            log_alpha.copy_(checkpoint["log_alpha"])
-        rollout = checkpoint["rollout"]
-        global_step, wall_clock_before = checkpoint["global_step"], rollout["wall_clock"]
-        learning_starts_at, wandb_id = rollout["learning_starts_at"], rollout["wandb_id"]
-        update_count = rollout["update_count"]
-        recent_returns.extend(rollout["recent_returns"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        envs.action_space.np_random.bit_generator.state = rollout["action_space_rng"]
-        if all(state is not None for state in rollout["env_states"]):
-            for env, state in zip(envs.envs, rollout["env_states"], strict=True):
-                set_env_state(env, state)
-            obs = rollout["obs"].numpy()
-            prev_done = rollout["prev_done"].numpy().copy()
-            episode_returns = rollout["episode_returns"].numpy().copy()
-            episode_lengths = rollout["episode_lengths"].numpy().copy()
-            envs._autoreset_envs = prev_done.copy()  # the vector env's own copy of that flag
-        else:
-            print(f"note: the state of {args.env_id} cannot be saved; resumed episodes start afresh")
-            obs, _ = envs.reset(seed=args.seed + global_step)
-        if "buffer" in checkpoint:
-            rb.load_state_dict(checkpoint["buffer"])
-        elif global_step < args.total_timesteps:
-            # Without a saved buffer, refill it with the current policy before updating again.
-            learning_starts_at = global_step + args.learning_starts
-            print(
-                f"note: no replay buffer in the checkpoint; refilling it for {args.learning_starts} "
-                f"steps with the current policy before learning resumes"
-            )
-        print(f"resuming {run_name} at step {global_step}")
-
-    os.makedirs(run_dir, exist_ok=True)
-    if args.track:
-        import wandb
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(args),
-            name=run_name,
-            id=wandb_id,
-            resume="allow",
-            dir=run_dir,
-            save_code=True,
-        )
-    # purge_step drops what a killed run logged after its last checkpoint: TensorBoard continues.
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
-    if checkpoint is None:
-        writer.add_text(
-            "hyperparameters",
-            "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()),
-        )
-    eval_env = None
-    if args.eval_episodes > 0:
-        eval_env = make_env(args.env_id, render_mode="rgb_array" if args.capture_video else None)
-        if args.capture_video and hasattr(eval_env.unwrapped, "model"):
-            # MuJoCo's default 4096-texel shadow map is much of a frame's cost when drawn in
-            # software (no GPU); one of 1024 looks the same in a 480-pixel video.
-            quality = eval_env.unwrapped.model.vis.quality
-            quality.shadowsize = min(quality.shadowsize, 1024)
-
-    # ----- the update: no host syncs here; losses are read only when logged -----
+        restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb)
+    run.open_logs(state.global_step)
+    eval_env = plumbing.make_eval_env(args.env_id, "SAC", args.capture_video) if args.eval_episodes else None
+    progress = plumbing.Progress(run.dir, args.total_timesteps, state.global_step)
     qf_params, qf_target_params = list(qf.parameters()), list(qf_target.parameters())
+    parameters = [*actor.parameters(), *qf_params]  # what must stay finite
     finite_log = torch.ones(100, dtype=torch.bool, device=device)  # one flag per update, a ring
+    losses, last_eval, update_start = {}, None, None  # update_start: (time, step) of the first update
+    obs_t = torch.as_tensor(state.obs, dtype=torch.float32, device=device)
 
-    def update_critic(obs_b, next_obs_b, actions_b, rewards_b, terminations_b, alpha):
-        with torch.no_grad():
-            next_actions, next_log_prob = actor(next_obs_b)
-            next_q = qf_target(next_obs_b, next_actions).min(dim=0).values - alpha * next_log_prob
-            # Only termination stops bootstrapping; a time-limit truncation is stored as not terminated.
-            td_target = rewards_b.flatten() + args.gamma * (1 - terminations_b.flatten()) * next_q
-        q_values = qf(obs_b, actions_b)
-        member_losses = (q_values - td_target).pow(2).mean(dim=1)
-        qf_loss = member_losses.sum()
-        q_optimizer.zero_grad(set_to_none=True)
-        qf_loss.backward()
-        q_optimizer.step()
-        return q_values.detach(), member_losses.detach(), qf_loss.detach()
-
-    def update_actor(obs_b, alpha):
-        actions, log_prob = actor(obs_b)
-        q_pi = qf(obs_b, actions, detach_params=True).min(dim=0).values
-        actor_loss = (alpha * log_prob - q_pi).mean()  # alpha is detached: no gradient to it here
-        alpha_loss = torch.zeros((), device=device)
-        if args.autotune:
-            alpha_loss = (-log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()
-        actor_optimizer.zero_grad(set_to_none=True)
-        (actor_loss + alpha_loss).backward()
-        actor_optimizer.step()
-        return actor_loss.detach(), alpha_loss.detach()
-
-    def check_finite(step: int) -> None:
-        """Stop before a non-finite loss reaches a checkpoint; the last good one stays."""
-        params_ok = all(bool(torch.isfinite(p).all()) for p in [*actor.parameters(), *qf_params])
-        if bool(finite_log.all()) and params_ok:
-            return
-        when = f"by step {step}"
-        flags = finite_log.tolist()
-        for update in range(max(update_count - len(flags), 0), update_count):  # oldest first
-            if not flags[update % len(flags)]:  # one update per vector step since learning began
-                when = f"at step {step - (update_count - 1 - update) * args.num_envs}"
-                break
-        last = (
-            f"{checkpoint_path} (step {last_checkpoint_step})" if last_checkpoint_step is not None else "none"
-        )
-        fail(f"non-finite loss or weights {when}; training stopped. Last good checkpoint: {last}")
-
-    def write_checkpoint(step: int, final: bool) -> None:
-        nonlocal last_checkpoint_step
-        check_finite(step)
-        model = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "algorithm": ALGORITHM,
-            "env_id": args.env_id,
-            "args": asdict(args),
-            "observation_shape": list(obs_space.shape),
-            "action_shape": list(act_space.shape),
-            "action_low": act_space.low.tolist(),
-            "action_high": act_space.high.tolist(),
-            "global_step": step,
-            "actor": actor.state_dict(),
-            "kind": "model",
-        }
-        os.makedirs(os.path.join(run_dir, "models"), exist_ok=True)
-        save_atomically(model, os.path.join(run_dir, "models", f"step_{step:08d}.pt"))
-        if final:
-            save_atomically(model, os.path.join(run_dir, "final_model.pt"))
-        env_states = [get_env_state(env) for env in envs.envs]
-        full = {
-            **model,
-            "kind": "training",
-            "qf": qf.state_dict(),
-            "qf_target": qf_target.state_dict(),
-            "q_optimizer": q_optimizer.state_dict(),
-            "actor_optimizer": actor_optimizer.state_dict(),
-            "log_alpha": log_alpha.detach().cpu(),
-            "torch_rng": torch.get_rng_state(),
-            "rollout": {
-                "obs": torch.as_tensor(obs),
-                "prev_done": torch.as_tensor(prev_done),
-                "episode_returns": torch.as_tensor(episode_returns),
-                "episode_lengths": torch.as_tensor(episode_lengths),
-                "env_states": env_states,
-                "action_space_rng": envs.action_space.np_random.bit_generator.state,
-                "recent_returns": list(recent_returns),
-                "learning_starts_at": learning_starts_at,
-                "update_count": update_count,
-                "wandb_id": wandb_id,
-                "wall_clock": wall_clock_before + time.time() - start_time,
-            },
-        }
-        if args.save_buffer:
-            full["buffer"] = rb.state_dict()
-        save_atomically(full, checkpoint_path)
-        last_checkpoint_step = step
-
-    # Ctrl-C and SIGTERM finish the current step, write a checkpoint, and exit cleanly.
-    stop_signal: list[int] = []
-    previous_handlers = {
-        sig: signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-
-    start_time = time.time()
-    start_step, last_checkpoint_step = global_step, (global_step if checkpoint else None)
-    update_start_time, update_start_step = None, None
-    last_print, last_eval = start_time, None
-    obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-
-    while global_step < args.total_timesteps:
-        if global_step < args.learning_starts:
+    while state.global_step < args.total_timesteps:
+        # ----- act: uniform random actions until learning starts, then the policy's samples -----
+        if state.global_step < args.learning_starts:
             actions = envs.action_space.sample()
         else:
             with torch.no_grad():
                 actions = actor(obs_t, with_log_prob=False)[0].cpu().numpy()
             if not np.isfinite(actions).all():  # already on the host: a free check each step
-                check_finite(global_step)
-
+                check_finite(run, finite_log, state, args.num_envs, parameters)
         next_obs, rewards, terminations, truncations, _ = envs.step(actions)
         next_obs_t = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
 
         # A reset step (after a done) is not a transition: keep it out of the buffer and the stats.
-        is_transition = ~prev_done
+        is_transition = ~state.episodes.done
         if is_transition.any():
             rows = torch.as_tensor(is_transition, device=device)
             rb.add(
@@ -715,134 +490,70 @@ def train(args: Args) -> dict:
                 torch.as_tensor(rewards, dtype=torch.float32, device=device)[rows],
                 torch.as_tensor(terminations, dtype=torch.float32, device=device)[rows],
             )
-        episode_returns = np.where(prev_done, 0.0, episode_returns + rewards)
-        episode_lengths = np.where(prev_done, 0, episode_lengths + 1)
-        prev_done = terminations | truncations
-        global_step += args.num_envs
-        for i in np.flatnonzero(prev_done):
-            recent_returns.append(float(episode_returns[i]))
-            writer.add_scalar("charts/episodic_return", episode_returns[i], global_step)
-            writer.add_scalar("charts/episodic_length", episode_lengths[i], global_step)
-        obs, obs_t = next_obs, next_obs_t
+        state.global_step += args.num_envs
+        state.episodes.record(rewards, terminations | truncations, state.global_step, run.writer)
+        state.obs, obs_t = next_obs, next_obs_t
 
-        if global_step > learning_starts_at:
-            if update_start_time is None:
-                update_start_time, update_start_step = time.time(), global_step - args.num_envs
+        # ----- learn: one critic update per vector step, the actor's delayed -----
+        if state.global_step > state.learning_starts_at:
+            update_start = update_start or (time.time(), state.global_step - args.num_envs)
             alpha = log_alpha.exp().detach()
-            obs_b, next_obs_b, actions_b, rewards_b, terminations_b = rb.sample(args.batch_size)
+            batch = rb.sample(args.batch_size)
             q_values, member_losses, qf_loss = update_critic(
-                obs_b, next_obs_b, actions_b, rewards_b, terminations_b, alpha
+                args, actor, qf, qf_target, q_optimizer, batch, alpha
             )
+            losses |= {"q_values": q_values, "member_losses": member_losses, "qf_loss": qf_loss}
             finite = torch.isfinite(qf_loss)
-            if update_count % args.policy_frequency == 0:
+            if state.update_count % args.policy_frequency == 0:
                 for _ in range(args.policy_frequency):  # compensate for the delay, as in TD3/CleanRL
-                    actor_loss, alpha_loss = update_actor(obs_b, alpha)
+                    actor_loss, alpha_loss = update_actor(
+                        args, actor, qf, actor_optimizer, batch[0], alpha, log_alpha, target_entropy
+                    )
+                    losses |= {"actor_loss": actor_loss, "alpha_loss": alpha_loss}
                     finite = finite & torch.isfinite(actor_loss)
-            if update_count % args.target_network_frequency == 0:
+            if state.update_count % args.target_network_frequency == 0:
                 torch._foreach_lerp_(qf_target_params, qf_params, args.tau)
-            finite_log[update_count % len(finite_log)] = finite
-            update_count += 1
+            finite_log[state.update_count % len(finite_log)] = finite
+            state.update_count += 1
+            if state.update_count % len(finite_log) == 0:
+                check_finite(run, finite_log, state, args.num_envs, parameters)
+            if state.update_count % args.log_every == 0:
+                sps = int((state.global_step - run.start_step) / (time.time() - run.start_time))
+                log_losses(run.writer, args, losses, alpha, state.global_step, sps)
 
-            if update_count % len(finite_log) == 0:
-                check_finite(global_step)
-            if update_count % args.log_every == 0:
-                writer.add_scalar("losses/qf1_values", q_values[0].mean().item(), global_step)
-                writer.add_scalar("losses/qf2_values", q_values[1].mean().item(), global_step)
-                writer.add_scalar("losses/qf1_loss", member_losses[0].item(), global_step)
-                writer.add_scalar("losses/qf2_loss", member_losses[1].item(), global_step)
-                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
-                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
-                writer.add_scalar("losses/alpha", alpha.item(), global_step)
-                if args.autotune:
-                    writer.add_scalar("losses/alpha_loss", alpha_loss.item(), global_step)
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-
-        finished = global_step >= args.total_timesteps
-        if eval_env is not None and (crossed(global_step, args.num_envs, args.eval_every) or finished):
-            check_finite(global_step)
-            eval_returns, frames = evaluate(
-                actor,
-                eval_env,
-                args.eval_episodes,
-                args.seed + 100_000,
-                device,
-                record_frames=args.capture_video,
-            )
-            last_eval = (float(np.mean(eval_returns)), float(np.std(eval_returns)))
-            writer.add_scalar("eval/episodic_return", last_eval[0], global_step)
-            writer.add_scalar("eval/episodic_return_std", last_eval[1], global_step)
-            if frames:
-                import imageio
-
-                os.makedirs(os.path.join(run_dir, "videos"), exist_ok=True)
-                imageio.mimwrite(
-                    os.path.join(run_dir, "videos", f"eval_step_{global_step:08d}.mp4"),
-                    frames,
-                    fps=eval_env.metadata.get("render_fps", 30),
-                )
-        if crossed(global_step, args.num_envs, args.checkpoint_every) or finished or stop_signal:
-            write_checkpoint(global_step, final=finished)
-
-        now = time.time()
-        if now - last_print >= 10 or finished or stop_signal:
-            last_print = now
-            sps = (global_step - start_step) / max(now - start_time, 1e-9)
-            recent = f"{np.mean(recent_returns):9.1f}" if recent_returns else "        -"
-            evaluated = f" | eval {last_eval[0]:9.1f}" if last_eval else ""
-            time_left = format_duration((args.total_timesteps - global_step) / max(sps, 1e-9))
-            print(
-                f"step {global_step:>9}/{args.total_timesteps} | {sps:6.0f} steps/s | return {recent}"
-                f"{evaluated} | left {time_left}",
-                flush=True,
-            )
-        if stop_signal and not finished:
-            name = signal.Signals(stop_signal[0]).name
-            print(
-                f"{name}: checkpoint written at step {global_step}; continue with:\n"
-                f"  python {os.path.basename(__file__)} --resume {checkpoint_path}",
-                flush=True,
-            )
-            envs.close()
-            writer.close()
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
-            raise SystemExit(128 + stop_signal[0])
+        # ----- evaluate, checkpoint, report -----
+        finished = state.global_step >= args.total_timesteps
+        evaluate_now = plumbing.crossed(state.global_step, args.num_envs, args.eval_every) or finished
+        if eval_env is not None and evaluate_now:
+            check_finite(run, finite_log, state, args.num_envs, parameters)
+            last_eval = run.evaluate(policy_function(actor, device), eval_env, state.global_step)
+        if (
+            plumbing.crossed(state.global_step, args.num_envs, args.checkpoint_every)
+            or finished
+            or run.stop_signal
+        ):
+            check_finite(run, finite_log, state, args.num_envs, parameters)
+            save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finished, device)
+        last_mean = last_eval[0] if last_eval else None
+        progress.update(
+            state.global_step, state.episodes.recent_mean(), last_mean, finished or run.stop_signal
+        )
+        if not finished:
+            run.exit_if_signalled(state.global_step, envs)
 
     if last_eval is None and eval_env is not None:  # resumed a finished run: evaluate it again
-        eval_returns, _ = evaluate(actor, eval_env, args.eval_episodes, args.seed + 100_000, device)
-        last_eval = (float(np.mean(eval_returns)), float(np.std(eval_returns)))
-    if last_checkpoint_step != global_step or not os.path.exists(os.path.join(run_dir, "final_model.pt")):
-        write_checkpoint(global_step, final=True)
-    wall_clock = wall_clock_before + time.time() - start_time
-    summary = {
-        "algorithm": ALGORITHM,
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "run_name": run_name,
-        "total_timesteps": args.total_timesteps,
-        "global_step": global_step,
-        "wall_clock_s": round(wall_clock, 2),
-        "sps": round((global_step - start_step) / max(time.time() - start_time, 1e-9), 2),
-        "update_phase_sps": round((global_step - update_start_step) / (time.time() - update_start_time), 2)
-        if update_start_time
-        else None,
-        "final_eval_mean": last_eval[0] if last_eval else None,
-        "final_eval_std": last_eval[1] if last_eval else None,
-        "final_eval_episodes": args.eval_episodes,
-        "eval_protocol": "deterministic policy (tanh of the mean), one seeded episode each",
-    }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+        last_eval = run.evaluate(policy_function(actor, device), eval_env, state.global_step, log=False)
+    if run.needs_final_save(state.global_step):
+        check_finite(run, finite_log, state, args.num_envs, parameters)
+        save_checkpoint(run, args, envs, state, learner, log_alpha, rb, True, device)
+    update_sps = None
+    if update_start is not None:
+        update_sps = round((state.global_step - update_start[1]) / (time.time() - update_start[0]), 2)
     envs.close()
     if eval_env is not None:
         eval_env.close()
-    writer.close()
-    if args.track:
-        wandb.finish()
-    for sig, handler in previous_handlers.items():
-        signal.signal(sig, handler)
-    return summary
+    protocol = "deterministic policy (tanh of the mean), one seeded episode each"
+    return run.finish(last_eval, protocol, state.global_step, device, update_phase_sps=update_sps)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import importlib
 import itertools
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -31,19 +30,17 @@ from dataclasses import asdict, dataclass, fields
 from types import ModuleType
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {"sac": "sac_continuous.py", "ppo": "ppo_continuous.py"}
+sys.path.insert(0, REPO)
+import plumbing  # noqa: E402  (from the repository root, above)
+from plumbing import CHECKPOINT, SCRIPTS, fail  # noqa: E402
+
 DEFAULT_ENVS = "HalfCheetah-v4 Walker2d-v4 Humanoid-v4 InvertedDoublePendulum-v4"
-# Set by the sweep itself (env, seed, steps, where the run goes), so not part of a grid.
-RESERVED = {"env_id", "seed", "total_timesteps", "run_name", "runs_dir", "resume", "threads", "exp_name"}
+# What the sweep passes itself besides a run's axes (env, seed, steps, names): where the run goes.
+SWEEP_FLAGS = {"runs_dir", "resume", "threads"}
 MARKER = "benchmark.json"
 SKIPPED = "skipped (finished)"
 LOG = "benchmark.log"
 LOCK = "benchmark.lock"
-CHECKPOINT = "checkpoint.pt"  # what the training scripts write and --resume reads
-
-
-def fail(message: str) -> None:
-    raise SystemExit(f"error: {message}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,7 +78,7 @@ class Run:
         }
 
     def status(self) -> str:
-        if os.path.exists(os.path.join(self.run_dir, "summary.json")):
+        if os.path.exists(os.path.join(self.run_dir, plumbing.SUMMARY)):
             return "finished"
         if os.path.exists(os.path.join(self.run_dir, CHECKPOINT)):
             return "interrupted"
@@ -121,11 +118,7 @@ def parse_assignments(text: str, what: str) -> list[tuple[str, list[str]]]:
 
 
 def load_script(algo: str) -> ModuleType:
-    sys.path.insert(0, REPO)
-    try:
-        return importlib.import_module(SCRIPTS[algo].removesuffix(".py"))
-    finally:
-        sys.path.pop(0)
+    return importlib.import_module(SCRIPTS[algo].removesuffix(".py"))
 
 
 def flag_for(module: ModuleType, algo: str, key: str, value: str) -> list[str]:
@@ -135,7 +128,7 @@ def flag_for(module: ModuleType, algo: str, key: str, value: str) -> list[str]:
         close = difflib.get_close_matches(key, [f.name.replace("_", "-") for f in fields(module.Args)], n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         fail(f"--{key} is not a flag of {SCRIPTS[algo]}{hint}")
-    if field.name in RESERVED:
+    if field.name in plumbing.flags_with_role(module.Args, "axis") | SWEEP_FLAGS:
         fail(f"--{key} is set by the sweep itself (use --envs, --seeds, --steps), not by a grid")
     kind = str(field.type)
     if kind == "bool":
@@ -324,9 +317,6 @@ def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
 # Status: where each run of the plan stands, for sweeps that take hours
 # ---------------------------------------------------------------------------------------------
 
-# The progress line both training scripts print every 10 s (the eval part once there is one).
-PROGRESS = re.compile(r"step\s+(\d+)/(\d+) \|.*?(?:\| eval\s+(\S+) )?\| left (\S+)$")
-
 
 def is_running(run: Run) -> bool:
     """Whether a sweep is running this run now: it holds the run's lock (see run_one)."""
@@ -340,18 +330,6 @@ def is_running(run: Run) -> bool:
             return True
         fcntl.flock(lock, fcntl.LOCK_UN)
         return False
-
-
-def last_progress(run: Run) -> re.Match | None:
-    """The last progress line in the run's log, across its sessions."""
-    path = os.path.join(run.run_dir, LOG)
-    if not os.path.exists(path):
-        return None
-    last = None
-    with open(path, errors="replace") as log:
-        for line in log:
-            last = PROGRESS.match(line.rstrip("\n")) or last
-    return last
 
 
 def checkpoint_step(run: Run) -> int | None:
@@ -380,13 +358,13 @@ def print_status(runs: list[Run]) -> None:
         counts[state] += 1
         details = []
         if state == "finished":
-            final = json.load(open(os.path.join(run.run_dir, "summary.json"))).get("final_eval_mean")
+            final = json.load(open(os.path.join(run.run_dir, plumbing.SUMMARY))).get("final_eval_mean")
             details.append(f"final eval {final:.1f}" if final is not None else "no final evaluation")
-        elif progress := last_progress(run):
-            step, total, evaluation, left = progress.groups()
-            details.append(f"step {int(step):,}/{int(total):,} ({100 * int(step) / int(total):.0f}%)")
-            details += [f"eval {evaluation}"] if evaluation else []
-            details += [f"{left} left"] if state == "running" else []
+        elif progress := plumbing.read_progress(run.run_dir):  # what the script last reported
+            step, total = progress["step"], progress["total_timesteps"]
+            details.append(f"step {step:,}/{total:,} ({100 * step / total:.0f}%)")
+            details += [f"eval {progress['eval']:.1f}"] if progress.get("eval") is not None else []
+            details += [f"{progress['time_left']} left"] if state == "running" else []
         if state == "interrupted":
             resume_step = checkpoint_step(run)
             details.append(
@@ -555,7 +533,6 @@ def main(argv: list[str]) -> int:
 
 
 def report(runs_dir: str) -> int:
-    sys.path.insert(0, REPO)
     import plot
 
     return plot.main([runs_dir, "--out", os.path.join(runs_dir, "report")])

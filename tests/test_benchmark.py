@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from plumbing import PROGRESS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(REPO, "benchmark.sh")
 # Two envs whose untrained policies fall within tens of steps, so evaluation costs nothing.
@@ -148,18 +150,18 @@ def test_status_says_where_each_run_stands(tmp_path, capsys):
     for run in (finished, running, interrupted):
         os.makedirs(run.run_dir)
     json.dump({"final_eval_mean": 4321.04}, open(os.path.join(finished.run_dir, "summary.json"), "w"))
-    # Two sessions of the interrupted run; the last progress line counts, eval or not.
-    # Killed hard after its checkpoint at 500: it logged 600 but resumes from 500.
+    # Killed hard after its checkpoint at 500: its last progress record says 600, it resumes from 500.
     torch.save(
         {"global_step": 500, "buffer": torch.zeros(10)}, os.path.join(interrupted.run_dir, "checkpoint.pt")
     )
-    with open(os.path.join(interrupted.run_dir, sweep.LOG), "w") as log:
-        log.write("# started 1 (then)\nstep       300/1000 |    50 steps/s | return    12.0 | left 1m\n")
-        log.write("step       400/1000 |    50 steps/s | return    13.0 | eval     99.5 | left 1m\n")
-        log.write("stopped by SIGTERM at step 400\n# ended 2 (then), exit 143\n# started 3 (now)\n")
-        log.write("step       600/1000 |    40 steps/s | return    14.0 | eval    101.5 | left 10s\n")
-    with open(os.path.join(running.run_dir, sweep.LOG), "w") as log:
-        log.write("step       250/1000 |    50 steps/s | return    12.0 | left 15s\n")
+
+    def progress(run, **record):  # what the training scripts write beside their progress line
+        json.dump(
+            {"total_timesteps": 1000, "eval": None, **record}, open(os.path.join(run.run_dir, PROGRESS), "w")
+        )
+
+    progress(interrupted, step=600, eval=101.5, time_left="10s")
+    progress(running, step=250, time_left="15s")
     with open(os.path.join(running.run_dir, sweep.LOCK), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a sweep running it holds
         sweep.print_status([finished, running, interrupted, new])
@@ -176,7 +178,7 @@ def test_status_says_where_each_run_stands(tmp_path, capsys):
     sweep.print_status([interrupted])
     assert capsys.readouterr().out.splitlines()[0].split()[-2:] == ["checkpoint", "unreadable"]
     # Killed before its first progress line: no step logged, only the checkpoint's.
-    os.remove(os.path.join(interrupted.run_dir, sweep.LOG))
+    os.remove(os.path.join(interrupted.run_dir, PROGRESS))
     torch.save({"global_step": 500}, os.path.join(interrupted.run_dir, "checkpoint.pt"))
     sweep.print_status([interrupted])
     line = capsys.readouterr().out.splitlines()[0].split()
@@ -312,13 +314,9 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_the_others_go_on(tmp_path)
     assert (runs_dir / "InvertedPendulum-v4__ppo__default__2" / "summary.json").exists()
     status = benchmark(*flags, "--status").stdout.splitlines()
     assert status[0].split()[:2] == [victim.name, "interrupted"] and status[1].split()[1] == "finished"
-    # --status reads the progress lines the training script prints: the finished run's last one.
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    import sweep
-
-    other = sweep.Run("ppo", "InvertedPendulum-v4", 2, 6400, "default", [], str(runs_dir))
-    step, total, evaluation, _ = sweep.last_progress(other).groups()
-    assert (step, total) == ("6400", "6400") and float(evaluation) > 0
+    # --status reads the progress record the training script writes: the finished run's last one.
+    record = json.load(open(runs_dir / "InvertedPendulum-v4__ppo__default__2" / PROGRESS))
+    assert record["step"] == record["total_timesteps"] == 6400 and record["eval"] > 0
 
     # Resumed alone with two torch threads (--threads), as a run that must end soon would be.
     resumed = benchmark(*flags, "--threads", "2")

@@ -75,7 +75,8 @@ def test_scores_match_the_runs_own_evaluation(run, request, tmp_path):
 
 def one_by_one(path, env_id, seeds, max_steps):
     """The reference: each episode alone, from reset(seed), one observation at a time."""
-    policy = enjoy.build_policy(torch.load(path, weights_only=True), path, stochastic=False)
+    algorithm = torch.load(path, weights_only=True)["algorithm"]
+    policy = (sac_continuous if algorithm == "sac" else ppo_continuous).load_policy(path)
     env = gym.make(env_id)
     returns, lengths = [], []
     for seed in seeds:
@@ -346,7 +347,7 @@ def test_bad_input(sac_run, tmp_path):
     expect_error("cannot read", paths=[text])
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    expect_error("not a checkpoint of sac_continuous.py or ppo_continuous.py", paths=[foreign])
+    expect_error("not a checkpoint of this project (sac_continuous.py or ppo_continuous.py)", paths=[foreign])
     data = open(final, "rb").read()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
@@ -424,3 +425,43 @@ def test_command_line(sac_run, tmp_path):
     assert bad.stderr.strip().splitlines() == [
         f"error: no such checkpoint file or run directory: {tmp_path / 'missing.pt'}"
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# A trained agent in a user's own code
+# --------------------------------------------------------------------------------------------
+
+
+def docs_snippet() -> str:
+    """The first Python block of docs/enjoy.md's section on using a trained agent."""
+    text = open(os.path.join(REPO, "docs", "enjoy.md")).read()
+    section = text.split("## Use a trained agent in your own code", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_docs_snippet_runs_and_plays_what_enjoy_plays():
+    result = subprocess.run(
+        [sys.executable, "-c", docs_snippet()], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    snippet_return = float(result.stdout.split("return ")[-1])
+    published = os.path.join(REPO, "runs", "published", "Walker2d-v4__sac__default__1", "final_model.pt")
+    scored = play(published, seed=0, eval_episodes=1, render=False)["results"][0]["returns"][0]
+    assert snippet_return == pytest.approx(scored, abs=0.05)  # the snippet prints one decimal
+    assert snippet_return > 1000  # a trained walker, not a fallen one
+
+
+@pytest.mark.parametrize("module", [sac_continuous, ppo_continuous])
+def test_load_policy_takes_one_observation_or_a_batch(module, request):
+    run_dir, summary = request.getfixturevalue(f"{module.ALGORITHM}_run")
+    policy = module.load_policy(os.path.join(run_dir, "final_model.pt"))
+    env = gym.make(summary["env_id"])
+    obs, _ = env.reset(seed=0)
+    one, batch = policy(obs), policy(np.stack([obs, obs]))
+    assert one.shape == env.action_space.shape and batch.shape == (2, *env.action_space.shape)
+    assert np.array_equal(batch[0], one) or np.allclose(batch[0], one, atol=1e-6)
+    other = "ppo" if module is sac_continuous else "sac"
+    with pytest.raises(SystemExit, match=f"is a {module.ALGORITHM} checkpoint, not {other}"):
+        (ppo_continuous if module is sac_continuous else sac_continuous).load_policy(
+            os.path.join(run_dir, "final_model.pt")
+        )

@@ -12,8 +12,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import plumbing
 import tests.toy_envs  # noqa: F401  (registers the toy envs)
-from ppo_continuous import Agent, RunningMeanStd, evaluate, make_env, train
+from ppo_continuous import Agent, RunningMeanStd, policy_function, train
 from tests.test_sac import (
     assert_learns_known_values,
     crafted_checkpoint,
@@ -123,9 +124,10 @@ def test_normalization_statistics_are_saved_and_frozen_when_evaluating(tiny_ppo)
         key: (value.clone() if torch.is_tensor(value) else value)
         for key, value in obs_rms.state_dict().items()
     }
-    env = make_env("HalfCheetah-v4")
-    first, _ = evaluate(agent_from(model), obs_rms, env, 2, 7, torch.device("cpu"))
-    second, _ = evaluate(agent_from(model), obs_rms, env, 2, 7, torch.device("cpu"))
+    env = plumbing.make_env("HalfCheetah-v4", "PPO")
+    low, high, cpu = env.action_space.low, env.action_space.high, torch.device("cpu")
+    first, _ = plumbing.evaluate(policy_function(agent_from(model), obs_rms, low, high, cpu), env, 2, 7)
+    second, _ = plumbing.evaluate(policy_function(agent_from(model), obs_rms, low, high, cpu), env, 2, 7)
     assert first == second  # a seeded deterministic evaluation repeats exactly...
     after = obs_rms.state_dict()
     assert torch.equal(after["mean"], before["mean"]) and torch.equal(
@@ -133,7 +135,8 @@ def test_normalization_statistics_are_saved_and_frozen_when_evaluating(tiny_ppo)
     )  # ...frozen
     assert after["count"] == before["count"]
     # Without the statistics the same policy sees other inputs and scores differently.
-    fresh, _ = evaluate(agent_from(model), RunningMeanStd((17,)), env, 2, 7, torch.device("cpu"))
+    fresh_policy = policy_function(agent_from(model), RunningMeanStd((17,)), low, high, cpu)
+    fresh, _ = plumbing.evaluate(fresh_policy, env, 2, 7)
     assert fresh != first
 
 
@@ -313,12 +316,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_ppo, norm_rew
 def test_a_checkpoint_with_a_flag_since_removed_still_resumes():
     from dataclasses import asdict
 
-    from ppo_continuous import Args, args_for_resume
+    from ppo_continuous import Args
 
     # Checkpoints written before --preset was dropped (its values sit in the other fields).
     saved = {**asdict(Args(log_std_init=-0.5, seed=7)), "preset": "halfcheetah"}
     checkpoint = {"algorithm": "ppo", "kind": "training", "args": saved}
-    args = args_for_resume(Args(resume="old.pt"), checkpoint, "old.pt")
+    args = plumbing.args_for_resume(Args(resume="old.pt"), checkpoint, "old.pt", "ppo")
     assert (args.log_std_init, args.seed, args.resume) == (-0.5, 7, "old.pt")
 
 
@@ -339,3 +342,28 @@ def test_command_line_errors_are_one_line():
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: unknown env id 'Walker2d-v9'") and "Traceback" not in result.stderr
+
+
+def test_non_finite_learning_rate_is_refused_before_anything_runs(tiny_ppo):
+    args = tiny_ppo(learning_rate=float("inf"))
+    expect_error(args, "--learning-rate must be a finite number", run=train)
+    assert not os.path.exists(run_dir(args))
+
+
+def test_a_cleanrl_command_line_runs_unchanged(tmp_path):
+    # CleanRL's ppo_continuous_action.py flags, --save-model included; the run goes to ./runs.
+    cleanrl = "--exp-name ppo_continuous_action --seed 1 --torch-deterministic --cuda --save-model"
+    cleanrl += " --env-id Pendulum-v1 --total-timesteps 512 --learning-rate 3e-4 --num-envs 1 --num-steps 256"
+    cleanrl += " --anneal-lr --gamma 0.99 --gae-lambda 0.95 --num-minibatches 4 --update-epochs 2 --norm-adv"
+    cleanrl += " --clip-coef 0.2 --clip-vloss --ent-coef 0.0 --vf-coef 0.5 --max-grad-norm 0.5"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "ppo_continuous.py"), *cleanrl.split()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = os.listdir(tmp_path / "runs")
+    assert run.startswith("Pendulum-v1__ppo_continuous_action__1__")
+    assert os.path.exists(tmp_path / "runs" / run / "final_model.pt")

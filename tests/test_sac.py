@@ -545,3 +545,67 @@ def test_track_offline_and_capture_video(tmp_path):
 
     with imageio.get_reader(videos[0], "ffmpeg") as video:
         assert video.count_frames() >= 1
+
+
+# --------------------------------------------------------------------------------------------
+# Resume at any moment
+# --------------------------------------------------------------------------------------------
+
+
+def test_resume_at_an_odd_update_count_logs_before_the_first_actor_update(tiny):
+    # The issue's commands: the run stops after 999 updates; the resumed one logs at update 1000,
+    # before its first actor update (on even counts). That used to end in UnboundLocalError.
+    first = tiny(total_timesteps=2000, learning_starts=1001, checkpoint_every=2000)
+    train(first)
+    checkpoint = os.path.join(run_dir(first), "checkpoint.pt")
+    assert load(checkpoint)["rollout"]["update_count"] == 999
+    # No buffer saved: it refills for 1001 steps, then updates from count 999 on.
+    summary = train(tiny(total_timesteps=5000, learning_starts=1001, resume=checkpoint))
+    assert summary["global_step"] == 5000
+    # The resumed session logs at updates 1000 and 2000; the actor loss only once it has one.
+    critic_logs = [step for step in scalar_steps(run_dir(first), "losses/qf_loss") if step > 2000]
+    actor_logs = [step for step in scalar_steps(run_dir(first), "losses/actor_loss") if step > 2000]
+    assert len(critic_logs) == 2 and actor_logs == critic_logs[1:]
+
+
+def kill_at_random_moments(flags, checkpoint, seed, kills=2):
+    """Start the run, SIGKILL it at `kills` random moments after its first checkpoint, resuming
+    from the last checkpoint each time; then let it finish."""
+    rng, step = np.random.default_rng(seed), 0
+    process = start(flags)
+    for _ in range(kills):
+        wait_for_step(checkpoint, step + 1, process)  # each session gets as far as a checkpoint
+        time.sleep(rng.uniform(0.0, 1.5))  # then anywhere: mid-step, mid-update, mid-write
+        process.kill()
+        process.wait()
+        step = load(checkpoint)["global_step"]  # the last checkpoint is intact
+        process = start(["--resume", checkpoint])
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+
+
+def test_sigkill_at_any_moment_then_resume_ends_exactly_as_the_run_left_alone(tmp_path):
+    # An odd --learning-starts and two envs put checkpoints at odd update counts and mid-episode;
+    # --log-every 1 logs at every update, the first of a resumed session included.
+    common = ["--env-id", "HalfCheetah-v4", "--num-envs", "2", "--total-timesteps", "1600"]
+    common += ["--learning-starts", "301", "--log-every", "1", "--save-buffer", "--checkpoint-every", "150"]
+    common += ["--batch-size", "32", "--hidden-size", "32", "--eval-every", "0", "--eval-episodes", "2"]
+    common += ["--no-cuda", "--threads", "1", "--runs-dir", str(tmp_path)]
+    alone = start([*common, "--run-name", "alone"])
+    _, err = alone.communicate(timeout=300)
+    assert alone.returncode == 0, err
+    killed = [*common, "--run-name", "killed"]
+    kill_at_random_moments(killed, str(tmp_path / "killed" / "checkpoint.pt"), seed=0)
+    a, b = (load(str(tmp_path / name / "checkpoint.pt")) for name in ("alone", "killed"))
+    assert b["global_step"] == 1600 and b["rollout"]["update_count"] == a["rollout"]["update_count"]
+    assert_same_training_state(a, b)
+    summaries = [json.load(open(tmp_path / name / "summary.json")) for name in ("alone", "killed")]
+    assert summaries[0]["final_eval_mean"] == summaries[1]["final_eval_mean"]
+    assert len(summaries[1]["sessions"]) == 3  # started, and resumed twice
+
+
+def test_non_finite_learning_rates_are_refused_before_anything_runs(tiny):
+    for rate in (float("inf"), float("nan")):
+        args = tiny(q_lr=rate)
+        expect_error(args, "--q-lr must be a finite number")
+        assert not os.path.exists(run_dir(args))

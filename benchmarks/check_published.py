@@ -1,0 +1,56 @@
+"""Does every published agent still score what its run's final evaluation says?
+
+    python benchmarks/check_published.py [runs/published]
+
+Each run directory's final_model.pt is played with enjoy.py's own code (its algorithm's loader,
+the run's own evaluation seeds, deterministic policy, no drawing), and the mean return must equal
+summary.json's final_eval_mean exactly. Exit status 0 only if every run matches. It takes a few
+minutes (41 runs, 10 episodes each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import enjoy  # noqa: E402  (from the repository root, above)
+
+
+def main(argv: list[str]) -> int:
+    folder = argv[0] if argv else os.path.join(REPO, "runs", "published")
+    runs = sorted(
+        entry.path
+        for entry in os.scandir(folder)
+        if entry.is_dir() and os.path.exists(os.path.join(entry.path, "final_model.pt"))
+    )
+    if not runs:
+        raise SystemExit(f"error: no run directories with a final_model.pt in {folder}")
+    mismatches, started = 0, time.time()
+    for run in runs:
+        summary = json.load(open(os.path.join(run, "summary.json")))
+        expected, episodes = summary["final_eval_mean"], summary["final_eval_episodes"]
+        args = enjoy.Args(
+            checkpoint=(os.path.join(run, "final_model.pt"),), eval_episodes=episodes, render=False
+        )
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                scored = enjoy.main(args)["results"][0]["mean"]
+            finally:
+                sys.stdout = stdout
+        same = scored == expected
+        mismatches += not same
+        print(
+            f"{'ok  ' if same else 'DIFF'} {os.path.basename(run)}: {scored:.4f} (run's own: {expected:.4f})"
+        )
+    took = time.time() - started
+    print(f"{len(runs) - mismatches} of {len(runs)} score exactly their final evaluation ({took:.0f} s)")
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

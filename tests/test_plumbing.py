@@ -1,0 +1,294 @@
+"""plumbing.py on its own: flag roles, checks, envs and their state, checkpoint I/O, resume, the
+run directory, signals, progress and evaluation."""
+
+import dataclasses
+import json
+import os
+import pickle
+import signal
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import plumbing
+import ppo_continuous
+import sac_continuous
+from tests.test_sac import RunsCode
+
+
+def error_of(function, *args, **kwargs) -> str:
+    """The one line a bad input ends with."""
+    with pytest.raises(SystemExit) as raised:
+        function(*args, **kwargs)
+    message = str(raised.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+# --------------------------------------------------------------------------------------------
+# Which flags define a run
+# --------------------------------------------------------------------------------------------
+
+
+def test_one_declaration_gives_the_lists_resume_sweeps_and_plots_use():
+    for module in (sac_continuous, ppo_continuous):
+        axes = plumbing.flags_with_role(module.Args, "axis")
+        assert axes == {"exp_name", "seed", "env_id", "total_timesteps", "run_name"}
+        how = plumbing.flags_with_role(module.Args, "how")
+        # What used to be listed by hand in four places: the sweep's reserved flags, the plots'
+        # "not a setting" and each script's resume overrides.
+        assert {"runs_dir", "resume", "threads", "cuda", "track", "checkpoint_every", "capture_video"} <= how
+        assert {
+            "wandb_project_name",
+            "wandb_entity",
+            "eval_every",
+            "eval_episodes",
+            "torch_deterministic",
+        } <= how
+        hyperparameters = plumbing.flags_with_role(module.Args, "hyperparameter")
+        assert {"gamma", "hidden_size", "num_envs"} <= hyperparameters
+        assert not hyperparameters & (axes | how)
+    assert {"log_every", "save_buffer"} <= plumbing.flags_with_role(sac_continuous.Args, "how")
+    # SAC may be extended on resume; PPO's learning-rate schedule depends on the length.
+    assert "total_timesteps" in plumbing.resumable_flags(sac_continuous.Args)
+    assert "total_timesteps" not in plumbing.resumable_flags(ppo_continuous.Args)
+    assert "gamma" not in plumbing.resumable_flags(sac_continuous.Args)
+
+
+def test_the_markers_keep_the_help_text(capsys):
+    # tyro reads each field's docstring from the source; the markers must not hide it.
+    import tyro
+
+    with pytest.raises(SystemExit):
+        tyro.cli(sac_continuous.Args, args=["--help"])
+    helptext = capsys.readouterr().out
+    assert "torch CPU threads" in helptext and "the discount factor gamma" in helptext
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Numbers:
+    rate: float = 1.0
+    count: int = 1
+    fraction: float = 0.5
+    optional: float | None = None
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -float("inf")])
+def test_non_finite_numbers_are_refused(bad):
+    message = error_of(plumbing.check_numbers, Numbers(rate=bad), positive=("rate",))
+    assert "--rate must be a finite number" in message
+
+
+def test_number_checks():
+    assert "--count must be positive" in error_of(
+        plumbing.check_numbers, Numbers(count=0), positive=("count",)
+    )
+    assert "must not be negative" in error_of(
+        plumbing.check_numbers, Numbers(count=-1), non_negative=("count",)
+    )
+    assert "[0, 1]" in error_of(plumbing.check_numbers, Numbers(fraction=1.5), unit_interval=("fraction",))
+    plumbing.check_numbers(Numbers(), positive=("rate", "count"), non_negative=("optional",))  # None is fine
+
+
+# --------------------------------------------------------------------------------------------
+# Envs and their state
+# --------------------------------------------------------------------------------------------
+
+
+def test_env_errors_are_one_line():
+    assert "HalfCheetah-v4" in error_of(plumbing.make_env, "HalfCheeta-v4", "SAC")
+    assert "SAC needs a continuous (Box) action space" in error_of(plumbing.make_env, "CartPole-v1", "SAC")
+    env = plumbing.make_env("Pendulum-v1", "SAC", bounded=True)
+    assert isinstance(env.action_space, gym.spaces.Box)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v4", "Pendulum-v1"])
+def test_env_state_round_trip_continues_the_same_episode(env_id):
+    env, twin = gym.make(env_id), gym.make(env_id)
+    env.reset(seed=1)
+    twin.reset(seed=2)  # somewhere else entirely
+    for _ in range(7):
+        env.step(env.action_space.sample())
+    plumbing.set_env_state(twin, plumbing.get_env_state(env))
+    actions = [env.action_space.sample() for _ in range(5)]
+    for action in actions:
+        a, b = env.step(action), twin.step(action)
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1] and a[2:4] == b[2:4]
+    assert env.unwrapped.np_random.random() == twin.unwrapped.np_random.random()
+
+
+def test_vector_env_states_and_reset_flags():
+    envs = plumbing.make_vector_env("Pendulum-v1", 2, "SAC")
+    envs.reset(seed=0)
+    states = plumbing.get_env_states(envs)
+    assert len(states) == 2 and all(state is not None for state in states)
+    done = np.array([True, False])
+    assert plumbing.set_env_states(envs, states, done)
+    assert np.array_equal(envs._autoreset_envs, done)
+    assert not plumbing.set_env_states(envs, [None, None], done)  # nothing to restore: say so
+    envs.close()
+
+
+def test_episodes_count_returns_and_reset_steps():
+    class Writer:
+        def __init__(self):
+            self.scalars = []
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, float(value), step))
+
+    writer, episodes = Writer(), plumbing.Episodes(2)
+    episodes.record(np.array([1.0, 2.0]), np.array([False, False]), 2, writer)
+    episodes.record(np.array([1.0, 2.0]), np.array([True, False]), 4, writer)
+    assert writer.scalars == [("charts/episodic_return", 2.0, 4), ("charts/episodic_length", 2.0, 4)]
+    # The step after a done is a reset step: the new episode starts from zero.
+    episodes.record(np.array([0.0, 2.0]), np.array([False, False]), 6, writer)
+    assert episodes.returns.tolist() == [0.0, 6.0] and episodes.lengths.tolist() == [0, 3]
+    copy = plumbing.Episodes(2)
+    copy.load_state_dict(episodes.state_dict())
+    assert copy.returns.tolist() == episodes.returns.tolist() and list(copy.recent) == [2.0]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint files
+# --------------------------------------------------------------------------------------------
+
+
+def test_save_atomically_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoint.pt")
+    plumbing.save_atomically({"step": 1}, path)
+
+    def dies(obj, f):
+        f.write(b"half a file")
+        raise KeyboardInterrupt  # a kill in the middle of the write
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        plumbing.save_atomically({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+def a_checkpoint(**changes) -> dict:
+    envs = plumbing.make_vector_env("Pendulum-v1", 1, "SAC")
+    record = plumbing.policy_record(sac_continuous.Args(), "sac", envs, 100, actor={})
+    envs.close()
+    return {**record, **changes}
+
+
+def test_load_checkpoint_refuses_what_is_not_ours(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(a_checkpoint(), good)
+    assert plumbing.load_checkpoint(str(good))["global_step"] == 100
+    assert "checkpoint not found" in error_of(plumbing.load_checkpoint, str(tmp_path / "missing.pt"))
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    assert "cannot read checkpoint" in error_of(plumbing.load_checkpoint, str(tmp_path / "text.pt"))
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    assert "not a checkpoint of this project" in error_of(
+        plumbing.load_checkpoint, str(tmp_path / "foreign.pt")
+    )
+    torch.save(a_checkpoint(format_version=2), tmp_path / "v2.pt")
+    assert "format version 2" in error_of(
+        plumbing.load_checkpoint, str(tmp_path / "v2.pt"), reader="enjoy.py"
+    )
+    damaged = a_checkpoint()
+    del damaged["action_low"]
+    torch.save(damaged, tmp_path / "damaged.pt")
+    assert "no 'action_low'" in error_of(plumbing.load_checkpoint, str(tmp_path / "damaged.pt"))
+
+
+def test_loading_a_crafted_file_runs_no_code(tmp_path):
+    marker, crafted = tmp_path / "code_ran", tmp_path / "crafted.pt"
+    torch.save(
+        {"format": plumbing.CHECKPOINT_FORMAT, "payload": RunsCode(marker)}, crafted, pickle_module=pickle
+    )
+    message = error_of(plumbing.load_checkpoint, str(crafted))
+    assert "refused to load" in message and "system" in message
+    assert not marker.exists()
+
+
+def test_resume_merges_saved_and_given_flags():
+    saved = dataclasses.asdict(sac_continuous.Args(gamma=0.98, total_timesteps=500, run_name="r"))
+    saved["a_flag_since_removed"] = 3  # an old checkpoint: its value is in the other fields
+    checkpoint = {"algorithm": "sac", "kind": "training", "args": saved}
+    given = sac_continuous.Args(resume="r/checkpoint.pt", total_timesteps=900, threads=2)
+    args = plumbing.args_for_resume(given, checkpoint, "r/checkpoint.pt", "sac")
+    assert (args.gamma, args.total_timesteps, args.threads, args.run_name) == (0.98, 900, 2, "r")
+    contradiction = sac_continuous.Args(resume="r/checkpoint.pt", gamma=0.9)
+    message = error_of(plumbing.args_for_resume, contradiction, checkpoint, "r/checkpoint.pt", "sac")
+    assert "trained with --gamma 0.98, not 0.9" in message
+    ppo_given = ppo_continuous.Args(resume="r/checkpoint.pt")
+    assert "resume it with sac_continuous.py" in error_of(
+        plumbing.args_for_resume, ppo_given, checkpoint, "r/checkpoint.pt", "ppo"
+    )
+    policy_only = {**checkpoint, "kind": "model"}
+    assert "policy only" in error_of(plumbing.args_for_resume, given, policy_only, "r/checkpoint.pt", "sac")
+
+
+# --------------------------------------------------------------------------------------------
+# The run: directory, signals, progress
+# --------------------------------------------------------------------------------------------
+
+
+def test_runs_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    args = sac_continuous.Args(runs_dir=str(tmp_path / "a_file"), run_name="r")
+    assert "is a file, not a directory" in error_of(plumbing.Run, args, "sac", None)
+
+
+def test_signals_only_set_a_flag_and_are_restored(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    run = plumbing.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
+    run.open_logs(0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert run.stop_signal == [signal.SIGTERM]
+    run.close()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_time_left_comes_from_the_recent_rate(tmp_path, monkeypatch, capsys):
+    clock = [1000.0]
+    monkeypatch.setattr(plumbing.time, "time", lambda: clock[0])
+    progress = plumbing.Progress(str(tmp_path), total=1_000_000, start_step=0)
+    # Fast random warm-up steps first (5000 in 10 s), then learning at 50 steps/s for two minutes.
+    clock[0] += 10
+    progress.update(5000, None, None, force=False)
+    step = 5000
+    for _ in range(12):
+        clock[0] += 10
+        step += 500
+        progress.update(step, -5.0, None, force=False)
+    record = plumbing.read_progress(str(tmp_path))
+    assert record["step"] == step == 11_000 and record["steps_per_s"] == pytest.approx(50, rel=0.01)
+    assert record["time_left_s"] == pytest.approx((1_000_000 - step) / 50, rel=0.01)  # ~5.5 h, not 25 min
+    assert record["time_left"] == plumbing.format_duration(record["time_left_s"])
+    assert "left 5h29m" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_read_progress_of_a_run_without_one(tmp_path):
+    assert plumbing.read_progress(str(tmp_path)) is None
+    (tmp_path / plumbing.PROGRESS).write_text("{half")
+    assert plumbing.read_progress(str(tmp_path)) is None
+    (tmp_path / plumbing.PROGRESS).write_text(json.dumps({"step": 3}))
+    assert plumbing.read_progress(str(tmp_path)) == {"step": 3}
+
+
+def test_evaluate_plays_seeded_episodes():
+    env = gym.make("Pendulum-v1")
+    returns, frames = plumbing.evaluate(lambda obs: np.zeros(1, dtype=np.float32), env, 2, seed=5)
+    again, _ = plumbing.evaluate(lambda obs: np.zeros(1, dtype=np.float32), env, 2, seed=5)
+    assert returns == again and len(returns) == 2 and returns[0] != returns[1] and frames == []
+
+
+def test_small_helpers():
+    assert plumbing.crossed(1000, 1, 1000) and not plumbing.crossed(1001, 1, 1000)
+    assert plumbing.crossed(1002, 4, 1000) and not plumbing.crossed(1000, 1, 0)
+    assert plumbing.format_duration(59) == "0m59s" and plumbing.format_duration(3 * 3600 + 120) == "3h02m"
