@@ -81,6 +81,8 @@ class Args:
     """automatic tuning of the entropy coefficient towards a target entropy of -|A|"""
     hidden_size: int = 256
     """width of the two hidden layers of the actor and of each critic"""
+    critic_layer_norm: bool = False
+    """LayerNorm after each hidden layer of the critics (against value divergence; Nauman et al., 2024)"""
 
     # Plumbing: logging, evaluation, checkpoints.
     log_every: int = how(1_000)
@@ -176,9 +178,14 @@ class Actor(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Both Q-networks as one ensemble: every layer is a single batched matmul over the members."""
+    """Both Q-networks as one ensemble: every layer is a single batched matmul over the members.
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, members: int = 2):
+    With `layer_norm`, each hidden layer's output is normalized over its units, with a gain and a
+    shift per member, before the ReLU: it bounds the features the last layer sees, which keeps
+    Q-values from running away (Ball et al., 2023; Nauman et al., 2024).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, members: int = 2, layer_norm: bool = False):
         super().__init__()
         sizes = [obs_dim + act_dim, hidden, hidden, 1]
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
@@ -186,6 +193,10 @@ class TwinCritic(nn.Module):
             bound = 1 / math.sqrt(fan_in)  # nn.Linear's default initialisation, per member
             self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(members, 1, fan_out).uniform_(-bound, bound)))
+        self.norm_gains, self.norm_shifts = nn.ParameterList(), nn.ParameterList()  # empty without it
+        for _ in range(len(sizes) - 2 if layer_norm else 0):
+            self.norm_gains.append(nn.Parameter(torch.ones(members, 1, hidden)))
+            self.norm_shifts.append(nn.Parameter(torch.zeros(members, 1, hidden)))
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         """Q-values of shape (members, batch). detach_params: gradients reach the inputs only."""
@@ -196,6 +207,11 @@ class TwinCritic(nn.Module):
                 weight, bias = weight.detach(), bias.detach()
             x = torch.baddbmm(bias, x, weight)
             if i < len(self.weights) - 1:
+                if self.norm_gains:
+                    gain, shift = self.norm_gains[i], self.norm_shifts[i]
+                    if detach_params:
+                        gain, shift = gain.detach(), shift.detach()
+                    x = torch.addcmul(shift, F.layer_norm(x, x.shape[-1:]), gain)
                 x = F.relu(x)
         return x.squeeze(-1)
 
@@ -435,7 +451,7 @@ def train(args: Args) -> dict:
     obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
 
     actor = Actor(obs_dim, act_dim, args.hidden_size, act_space.low, act_space.high).to(device)
-    qf = TwinCritic(obs_dim, act_dim, args.hidden_size).to(device)
+    qf = TwinCritic(obs_dim, act_dim, args.hidden_size, layer_norm=args.critic_layer_norm).to(device)
     qf_target = copy.deepcopy(qf).requires_grad_(False)
     # Fused Adam: one kernel per optimizer step instead of one per parameter tensor.
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)

@@ -31,7 +31,8 @@ def run_dir(args):
 
 def critic_from(checkpoint):
     obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
-    qf = TwinCritic(obs_dim, act_dim, checkpoint["args"]["hidden_size"])
+    layer_norm = checkpoint["args"].get("critic_layer_norm", False)
+    qf = TwinCritic(obs_dim, act_dim, checkpoint["args"]["hidden_size"], layer_norm=layer_norm)
     qf.load_state_dict(checkpoint["qf"])
     return qf
 
@@ -609,3 +610,47 @@ def test_non_finite_learning_rates_are_refused_before_anything_runs(tiny):
         args = tiny(q_lr=rate)
         expect_error(args, "--q-lr must be a finite number")
         assert not os.path.exists(run_dir(args))
+
+
+# --------------------------------------------------------------------------------------------
+# LayerNorm in the critics
+# --------------------------------------------------------------------------------------------
+
+
+def test_critic_layer_norm_normalizes_each_hidden_layer():
+    torch.manual_seed(0)
+    qf = TwinCritic(3, 2, 16, layer_norm=True)
+    with torch.no_grad():  # gains and shifts of their own per member and layer
+        for gain, shift in zip(qf.norm_gains, qf.norm_shifts, strict=True):
+            gain.uniform_(0.5, 2.0), shift.uniform_(-1.0, 1.0)
+    obs, actions = torch.randn(5, 3), torch.randn(5, 2)
+    x = torch.cat([obs, actions], dim=-1).expand(2, 5, 5)
+    for i in range(2):  # the layers by hand: affine, normalize over the units, gain and shift, ReLU
+        h = x @ qf.weights[i] + qf.biases[i]
+        normalized = (h - h.mean(-1, keepdim=True)) / torch.sqrt(
+            h.var(-1, unbiased=False, keepdim=True) + 1e-5
+        )
+        x = torch.relu(normalized * qf.norm_gains[i] + qf.norm_shifts[i])
+    expected = (x @ qf.weights[2] + qf.biases[2]).squeeze(-1)
+    assert torch.allclose(qf(obs, actions), expected, atol=1e-5)
+    plain = TwinCritic(3, 2, 16)
+    assert not any("norm" in name for name in plain.state_dict())  # the default is unchanged
+    plain.load_state_dict({k: v for k, v in qf.state_dict().items() if "norm" not in k})
+    assert not torch.allclose(plain(obs, actions), qf(obs, actions))
+
+
+def test_critic_layer_norm_trains_is_saved_and_resumes_exactly(tiny):
+    common = dict(learning_starts=100, save_buffer=True, critic_layer_norm=True)
+    straight = tiny(run_name="straight", total_timesteps=600, **common)
+    train(straight)
+    first = tiny(run_name="split", total_timesteps=333, **common)
+    train(first)
+    checkpoint = os.path.join(run_dir(first), "checkpoint.pt")
+    # Resumed without the flag: the run's saved settings keep it on.
+    train(tiny(run_name="split", total_timesteps=600, resume=checkpoint, learning_starts=100))
+    a, b = load(os.path.join(run_dir(straight), "checkpoint.pt")), load(checkpoint)
+    assert b["args"]["critic_layer_norm"] and "norm_gains.0" in b["qf"] and "norm_shifts.1" in b["qf_target"]
+    assert not torch.equal(b["qf"]["norm_gains.0"], torch.ones_like(b["qf"]["norm_gains.0"]))  # trained
+    assert_same_training_state(a, b)
+    for name, tensor in a["qf"].items():
+        assert torch.equal(tensor, b["qf"][name]), name
