@@ -72,8 +72,9 @@ def flag(name: str) -> str:
 
 
 def how(default: Any) -> Any:
-    """A flag that changes how a run is carried out, not its numbers (threads, logging, where files
-    go): a resume may change it, and it is no part of a run's setting in sweeps and plots."""
+    """A flag that changes how a run is carried out, not what it computes on a given device and
+    thread count (logging, evaluation, checkpoints, where files go): a resume may change it, and
+    plots do not group runs by it."""
     return dataclasses.field(default=default, metadata={"role": "how"})
 
 
@@ -115,7 +116,7 @@ def check_numbers(
     rollout), and positive, not negative, or in [0, 1] as its group says."""
     for name in (*positive, *non_negative, *unit_interval):
         value = getattr(args, name)
-        if value is not None and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             fail(f"{flag(name)} must be a finite number, got {value}")
     for name in positive:
         if not getattr(args, name) > 0:
@@ -126,6 +127,20 @@ def check_numbers(
     for name in unit_interval:
         if not 0.0 <= getattr(args, name) <= 1.0:
             fail(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
+
+
+def rng_states(device: torch.device) -> dict:
+    """torch's random generators: the CPU's and, on a GPU, the GPU's (it draws its own numbers)."""
+    states = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(checkpoint: dict, device: torch.device) -> None:
+    torch.set_rng_state(checkpoint["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in checkpoint:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
 
 
 def set_up_torch(args: Any) -> torch.device:
@@ -235,7 +250,8 @@ def set_env_state(env: gym.Env, state: dict) -> None:
 
 
 def get_env_states(envs: gym.vector.VectorEnv) -> list[dict | None]:
-    """One state per env; None where it cannot be read (subprocess envs, non-MuJoCo envs)."""
+    """One state per env; None where it cannot be read (subprocess envs; envs that are neither
+    MuJoCo nor classic control)."""
     if not isinstance(envs, gym.vector.SyncVectorEnv):
         return [None] * envs.num_envs
     return [get_env_state(env) for env in envs.envs]
@@ -546,6 +562,7 @@ class Run:
 
     def stop_non_finite(self, what: str) -> NoReturn:
         """Stop before a non-finite value reaches a checkpoint; the last good one stays."""
+        self.close()  # an in-process caller (a notebook, a test) gets its Ctrl-C back
         fail(f"non-finite {what}; training stopped. Last good checkpoint: {self.last_good_checkpoint()}")
 
     def evaluate(self, policy: Callable, env: gym.Env, global_step: int, log: bool = True) -> tuple:
@@ -681,7 +698,7 @@ def read_progress(run_dir: str) -> dict | None:
     try:
         with open(os.path.join(run_dir, PROGRESS)) as f:
             record = json.load(f)
-        return record if isinstance(record, dict) and "step" in record else None
+        return record if isinstance(record, dict) and {"step", "total_timesteps"} <= record.keys() else None
     except (OSError, ValueError):
         return None
 

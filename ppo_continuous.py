@@ -3,10 +3,10 @@
     python ppo_continuous.py --env-id HalfCheetah-v4
     python ppo_continuous.py --resume runs/<run_name>/checkpoint.pt
 
-Read top to bottom: hyperparameters, normalization, the agent, the loop state, and the training
-loop (rollout, advantages, update). What holds no algorithm (checkpoint files, resume, run
-directories, logging, signals, env creation) is in plumbing.py. docs/ppo.md documents the logged
-metrics and details.
+Read top to bottom: hyperparameters, normalization, the agent, advantages and the update, the loop
+state, and the training loop (rollout, advantages, update). What holds no algorithm (checkpoint
+files, resume, run directories, logging, signals, env creation) is in plumbing.py. docs/ppo.md
+documents the logged metrics and details.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ALGORITHM = "ppo"
 
 @dataclass
 class Args:
-    # Plumbing: the run's name and how it is carried out (no effect on the numbers).
+    # The run's name and seed (axes), and how it is carried out (plumbing, not the numbers).
     exp_name: str = axis("ppo_continuous")
     """the name of this experiment, part of the run name"""
     seed: int = axis(1)
@@ -117,8 +117,8 @@ def check_args(args: Args) -> None:
         args,
         positive=("total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches")
         + ("update_epochs", "hidden_size"),
-        non_negative=("eval_every", "eval_episodes", "checkpoint_every", "threads", "ent_coef", "vf_coef")
-        + ("clip_coef", "max_grad_norm", "target_kl"),
+        non_negative=("seed", "eval_every", "eval_episodes", "checkpoint_every", "threads", "ent_coef")
+        + ("vf_coef", "clip_coef", "max_grad_norm", "target_kl"),
         unit_interval=("gamma", "gae_lambda"),
     )
     if not math.isfinite(args.log_std_init):
@@ -270,10 +270,10 @@ def policy_from_checkpoint(
     checkpoint: dict, path: str, device: str = "cpu", stochastic: bool = False
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The policy of a loaded checkpoint (see load_policy)."""
-    obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
-    agent = Agent(obs_dim, act_dim, checkpoint["args"]["hidden_size"])
     obs_rms, tensors = None, []
-    try:
+    try:  # a damaged file is one line, whatever is wrong with it
+        obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
+        agent = Agent(obs_dim, act_dim, checkpoint["args"]["hidden_size"])
         agent.load_state_dict(checkpoint["agent"])
         # The observation statistics belong to the policy: restored, and frozen (never updated here).
         if checkpoint["obs_rms"] is not None:
@@ -282,7 +282,7 @@ def policy_from_checkpoint(
             if obs_rms.mean.shape != (obs_dim,) or obs_rms.var.shape != (obs_dim,):
                 raise ValueError(f"observation statistics of shape {obs_rms.mean.shape}")
             tensors = [torch.as_tensor(obs_rms.mean), torch.as_tensor(obs_rms.var)]
-    except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as error:
+    except (KeyError, IndexError, RuntimeError, TypeError, AttributeError, ValueError) as error:
         fail(f"{path} is damaged: its policy does not load ({plumbing.first_line(error)[:160]})")
     plumbing.check_finite_policy([*agent.parameters(), *tensors], path)
     low, high = (
@@ -442,21 +442,24 @@ def save_checkpoint(run, args, envs, state, agent, optimizer, obs_rms, return_rm
     training = {
         "optimizer": optimizer.state_dict(),
         "return_rms": return_rms.state_dict() if return_rms is not None else None,
-        "torch_rng": torch.get_rng_state(),
+        **plumbing.rng_states(device),
         "rollout": state.state_dict(envs),
     }
     run.save(model, training, final, device)
 
 
-def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, obs_rms, return_rms) -> None:
-    agent.load_state_dict(checkpoint["agent"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if obs_rms is not None:
-        obs_rms.load_state_dict(checkpoint["obs_rms"])
-    if return_rms is not None:
-        return_rms.load_state_dict(checkpoint["return_rms"])
-    torch.set_rng_state(checkpoint["torch_rng"])
-    state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
+def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, obs_rms, return_rms, device) -> None:
+    try:
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if obs_rms is not None:
+            obs_rms.load_state_dict(checkpoint["obs_rms"])
+        if return_rms is not None:
+            return_rms.load_state_dict(checkpoint["return_rms"])
+        plumbing.set_rng_states(checkpoint, device)
+        state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
+        fail(f"{args.resume} is damaged: it does not restore ({plumbing.first_line(error)[:160]})")
     print(f"resuming {args.run_name} at step {state.global_step}")
 
 
@@ -504,11 +507,11 @@ def train(args: Args) -> dict:
     episodes, discounted_returns = plumbing.Episodes(args.num_envs), np.zeros(args.num_envs)
     state = LoopState(raw_obs, episodes, discounted_returns, np.random.default_rng(args.seed))
     if checkpoint is not None:
-        restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, obs_rms, return_rms)
-    run.open_logs(state.global_step)
+        restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, obs_rms, return_rms, device)
     eval_env = (
         plumbing.make_eval_env(args.env_id, "this PPO", args.capture_video) if args.eval_episodes else None
     )
+    run.open_logs(state.global_step)
     progress = plumbing.Progress(run.dir, num_iterations * batch_size, state.global_step)
     last_eval, warm_up = None, None  # warm_up: (time, step) after this process's first iteration
     low, high = act_space.low, act_space.high
@@ -584,7 +587,7 @@ def train(args: Args) -> dict:
             save_checkpoint(run, args, envs, state, agent, optimizer, obs_rms, return_rms, finished, device)
         last_mean = last_eval[0] if last_eval else None
         progress.update(
-            state.global_step, state.episodes.recent_mean(), last_mean, finished or run.stop_signal
+            state.global_step, state.episodes.recent_mean(), last_mean, finished or bool(run.stop_signal)
         )
         if not finished:
             run.exit_if_signalled(state.global_step, envs)

@@ -30,7 +30,7 @@ ALGORITHM = "sac"
 
 @dataclass
 class Args:
-    # Plumbing: the run's name and how it is carried out (no effect on the numbers).
+    # The run's name and seed (axes), and how it is carried out (plumbing, not the numbers).
     exp_name: str = axis("sac_continuous")
     """the name of this experiment, part of the run name"""
     seed: int = axis(1)
@@ -108,19 +108,13 @@ class Args:
 def check_args(args: Args) -> None:
     plumbing.check_numbers(
         args,
-        positive=("total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_lr", "q_lr")
+        positive=("total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_lr", "q_lr", "tau")
         + ("policy_frequency", "target_network_frequency", "hidden_size", "log_every"),
-        non_negative=(
-            "learning_starts",
-            "eval_every",
-            "eval_episodes",
-            "checkpoint_every",
-            "alpha",
-            "threads",
-        ),
-        unit_interval=("gamma", "tau"),
+        non_negative=("seed", "learning_starts", "eval_every", "eval_episodes", "checkpoint_every", "alpha")
+        + ("threads",),
+        unit_interval=("gamma",),
     )
-    if args.tau == 0.0:
+    if not args.tau <= 1.0:
         fail(f"--tau must be in (0, 1], got {args.tau}")
     if args.autotune and args.alpha <= 0:
         fail(f"--alpha (the initial entropy coefficient) must be positive with --autotune, got {args.alpha}")
@@ -234,12 +228,12 @@ def policy_from_checkpoint(
     checkpoint: dict, path: str, device: str = "cpu", stochastic: bool = False
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The policy of a loaded checkpoint (see load_policy)."""
-    obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
-    low, high = np.array(checkpoint["action_low"]), np.array(checkpoint["action_high"])
-    actor = Actor(obs_dim, act_dim, checkpoint["args"]["hidden_size"], low, high)
-    try:
+    try:  # a damaged file is one line, whatever is wrong with it
+        obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
+        low, high = np.array(checkpoint["action_low"]), np.array(checkpoint["action_high"])
+        actor = Actor(obs_dim, act_dim, checkpoint["args"]["hidden_size"], low, high)
         actor.load_state_dict(checkpoint["actor"])
-    except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as error:
+    except (KeyError, IndexError, RuntimeError, TypeError, AttributeError, ValueError) as error:
         fail(f"{path} is damaged: its policy does not load ({plumbing.first_line(error)[:160]})")
     plumbing.check_finite_policy(list(actor.parameters()), path)
     return policy_function(actor.to(device), torch.device(device), stochastic)
@@ -292,7 +286,7 @@ class ReplayBuffer:
 
 
 # ---------------------------------------------------------------------------------------------
-# The update: no host syncs here; losses are read only when logged
+# The update: no host syncs in it; the losses are read (.item()) only when logged
 # ---------------------------------------------------------------------------------------------
 
 
@@ -380,30 +374,35 @@ class LoopState:
             self.obs, _ = envs.reset(seed=args.seed + global_step)
 
 
-def save_checkpoint(run, args, envs, state, learner, log_alpha, rb, final: bool, device) -> None:
-    """The policy file(s) and checkpoint.pt; `learner` maps checkpoint keys to the networks and
-    optimizers (all have state_dict)."""
+def save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finite_log, final: bool, device) -> None:
+    """The policy file(s) and checkpoint.pt, if all is finite (else the last good one stays);
+    `learner` maps checkpoint keys to the networks and optimizers (all have state_dict)."""
+    parameters = [*learner["actor"].parameters(), *learner["qf"].parameters()]
+    check_finite(run, finite_log, state, args.num_envs, parameters)
     model = plumbing.policy_record(
         args, ALGORITHM, envs, state.global_step, actor=learner["actor"].state_dict()
     )
     training = {name: module.state_dict() for name, module in learner.items() if name != "actor"}
-    training |= {"log_alpha": log_alpha.detach().cpu(), "torch_rng": torch.get_rng_state()}
+    training |= {"log_alpha": log_alpha.detach().cpu(), **plumbing.rng_states(device)}
     training["rollout"] = state.state_dict(envs)
     if args.save_buffer:
         training["buffer"] = rb.state_dict()
     run.save(model, training, final, device)
 
 
-def restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb) -> None:
-    for name, module in learner.items():
-        module.load_state_dict(checkpoint[name])
-    with torch.no_grad():
-        log_alpha.copy_(checkpoint["log_alpha"])
-    torch.set_rng_state(checkpoint["torch_rng"])
-    state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
-    if "buffer" in checkpoint:
-        rb.load_state_dict(checkpoint["buffer"])
-    elif state.global_step < args.total_timesteps:
+def restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb, device) -> None:
+    try:
+        for name, module in learner.items():
+            module.load_state_dict(checkpoint[name])
+        with torch.no_grad():
+            log_alpha.copy_(checkpoint["log_alpha"])
+        plumbing.set_rng_states(checkpoint, device)
+        state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
+        if "buffer" in checkpoint:
+            rb.load_state_dict(checkpoint["buffer"])
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
+        fail(f"{args.resume} is damaged: it does not restore ({plumbing.first_line(error)[:160]})")
+    if "buffer" not in checkpoint and state.global_step < args.total_timesteps:
         # Without a saved buffer, refill it with the current policy before updating again.
         state.learning_starts_at = state.global_step + args.learning_starts
         print(
@@ -473,9 +472,9 @@ def train(args: Args) -> dict:
     obs, _ = envs.reset(seed=args.seed)
     state = LoopState(obs, plumbing.Episodes(args.num_envs), learning_starts_at=args.learning_starts)
     if checkpoint is not None:
-        restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb)
-    run.open_logs(state.global_step)
+        restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb, device)
     eval_env = plumbing.make_eval_env(args.env_id, "SAC", args.capture_video) if args.eval_episodes else None
+    run.open_logs(state.global_step)
     progress = plumbing.Progress(run.dir, args.total_timesteps, state.global_step)
     qf_params, qf_target_params = list(qf.parameters()), list(qf_target.parameters())
     parameters = [*actor.parameters(), *qf_params]  # what must stay finite
@@ -548,11 +547,10 @@ def train(args: Args) -> dict:
             or finished
             or run.stop_signal
         ):
-            check_finite(run, finite_log, state, args.num_envs, parameters)
-            save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finished, device)
+            save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finite_log, finished, device)
         last_mean = last_eval[0] if last_eval else None
         progress.update(
-            state.global_step, state.episodes.recent_mean(), last_mean, finished or run.stop_signal
+            state.global_step, state.episodes.recent_mean(), last_mean, finished or bool(run.stop_signal)
         )
         if not finished:
             run.exit_if_signalled(state.global_step, envs)
@@ -560,8 +558,7 @@ def train(args: Args) -> dict:
     if last_eval is None and eval_env is not None:  # resumed a finished run: evaluate it again
         last_eval = run.evaluate(policy_function(actor, device), eval_env, state.global_step, log=False)
     if run.needs_final_save(state.global_step):
-        check_finite(run, finite_log, state, args.num_envs, parameters)
-        save_checkpoint(run, args, envs, state, learner, log_alpha, rb, True, device)
+        save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finite_log, True, device)
     update_sps = None
     if update_start is not None:
         update_sps = round((state.global_step - update_start[1]) / (time.time() - update_start[0]), 2)

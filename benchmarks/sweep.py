@@ -335,7 +335,7 @@ def is_running(run: Run) -> bool:
 def checkpoint_step(run: Run) -> int | None:
     """The step an interrupted run resumes from: its checkpoint's, which lags the last step logged
     by up to --checkpoint-every steps when the run was killed hard (SIGKILL, a session ending)."""
-    import torch  # here, not at the top: only --status needs it, and it takes a second to import
+    import torch
 
     try:
         # mmap: only the step is read, not the replay buffer a checkpoint may hold.

@@ -277,8 +277,10 @@ def test_read_progress_of_a_run_without_one(tmp_path):
     assert plumbing.read_progress(str(tmp_path)) is None
     (tmp_path / plumbing.PROGRESS).write_text("{half")
     assert plumbing.read_progress(str(tmp_path)) is None
-    (tmp_path / plumbing.PROGRESS).write_text(json.dumps({"step": 3}))
-    assert plumbing.read_progress(str(tmp_path)) == {"step": 3}
+    (tmp_path / plumbing.PROGRESS).write_text(json.dumps({"step": 3}))  # no total: not a record
+    assert plumbing.read_progress(str(tmp_path)) is None
+    (tmp_path / plumbing.PROGRESS).write_text(json.dumps({"step": 3, "total_timesteps": 9}))
+    assert plumbing.read_progress(str(tmp_path)) == {"step": 3, "total_timesteps": 9}
 
 
 def test_evaluate_plays_seeded_episodes():
@@ -292,3 +294,44 @@ def test_small_helpers():
     assert plumbing.crossed(1000, 1, 1000) and not plumbing.crossed(1001, 1, 1000)
     assert plumbing.crossed(1002, 4, 1000) and not plumbing.crossed(1000, 1, 0)
     assert plumbing.format_duration(59) == "0m59s" and plumbing.format_duration(3 * 3600 + 120) == "3h02m"
+
+
+def test_a_non_finite_stop_gives_back_the_signal_handlers(tmp_path):
+    before = signal.getsignal(signal.SIGINT)
+    run = plumbing.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
+    run.open_logs(0)
+    assert "Last good checkpoint: none" in error_of(run.stop_non_finite, "loss at step 3")
+    assert signal.getsignal(signal.SIGINT) is before  # a notebook's Ctrl-C works again
+
+
+def test_huge_integers_are_checked_without_overflow():
+    plumbing.check_numbers(Numbers(count=10**400), positive=("count",))
+
+
+@pytest.mark.parametrize("module", [sac_continuous, ppo_continuous])
+def test_damaged_files_are_one_line(module, tmp_path):
+    policy_key = "actor" if module is sac_continuous else "agent"
+    envs = plumbing.make_vector_env("Pendulum-v1", 1, "SAC")
+    args = dataclasses.asdict(module.Args(env_id="Pendulum-v1", hidden_size=-1, run_name="r"))
+    record = plumbing.policy_record(
+        module.Args(), module.ALGORITHM, envs, 100, **{policy_key: {}}, obs_rms=None
+    )
+    envs.close()
+    torch.save({**record, "args": args}, tmp_path / "bad_size.pt")
+    assert "is damaged" in error_of(module.load_policy, str(tmp_path / "bad_size.pt"))
+    # A training checkpoint without its networks: the resume says so in one line.
+    training = {**record, "kind": "training", "rollout": {"wandb_id": "x", "wall_clock": 0.0}}
+    training["args"] = {
+        **dataclasses.asdict(module.Args(env_id="Pendulum-v1", run_name="r")),
+        "hidden_size": 8,
+    }
+    os.makedirs(tmp_path / "r")
+    torch.save(training, tmp_path / "r" / "checkpoint.pt")
+    resume = module.Args(resume=str(tmp_path / "r" / "checkpoint.pt"))
+    assert "is damaged: it does not restore" in error_of(module.train, resume)
+
+
+@pytest.mark.parametrize("module", [sac_continuous, ppo_continuous])
+def test_a_negative_seed_is_one_line(module, tmp_path):
+    args = module.Args(env_id="Pendulum-v1", seed=-1, runs_dir=str(tmp_path))
+    assert "--seed must not be negative" in error_of(module.train, args)
