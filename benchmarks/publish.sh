@@ -2,7 +2,8 @@
 # Copy what the repository keeps of finished benchmark runs into a folder under runs/: per run its
 # TensorBoard events, summary.json, benchmark.json and final_model.pt (the policy alone, no replay
 # buffer or optimizer); then the plots and the table (plot.py) and, for seed 1 of each algorithm,
-# env and setting, a GIF of three training stages side by side (enjoy.py).
+# env and setting, a GIF of three training stages side by side (enjoy.py); for runs/published,
+# docs/provenance.md again (benchmarks/provenance.py).
 #
 #   bash benchmarks/publish.sh [--only GLOB] [--no-gifs] SOURCE_RUNS_DIR [DEST]
 #
@@ -41,4 +42,7 @@ print(round(10 / gym.make(json.load(open(sys.argv[1]))['env_id']).unwrapped.dt))
   fi
 done
 python plot.py "$dest" --out "$dest/report" > /dev/null
+if [[ $(realpath "$dest") == $(realpath runs/published) ]]; then  # where each run ran, from its files
+  python benchmarks/provenance.py "$dest" --markdown docs/provenance.md > /dev/null
+fi
 du -sh "$dest"
