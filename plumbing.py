@@ -660,13 +660,13 @@ class Progress:
         then, step = self.history[0]
         return (global_step - step) / max(now - then, 1e-9)
 
-    def update(
-        self, global_step: int, recent_return: float | None, last_eval: float | None, force: bool
-    ) -> None:
+    def update(self, global_step: int, episodes: Episodes, last_eval: float | None, force: bool) -> None:
+        """Called every step; prints (and writes progress.json) every `every_s` s or when forced."""
         now = time.time()
         if now - self.last_print < self.every_s and not force:
             return
         self.last_print = now
+        recent_return = episodes.recent_mean()
         sps = self.rate(now, global_step)
         self.history.append((now, global_step))
         left_s = (self.total - global_step) / max(sps, 1e-9)

@@ -586,9 +586,7 @@ def train(args: Args) -> dict:
         ):
             save_checkpoint(run, args, envs, state, agent, optimizer, obs_rms, return_rms, finished, device)
         last_mean = last_eval[0] if last_eval else None
-        progress.update(
-            state.global_step, state.episodes.recent_mean(), last_mean, finished or bool(run.stop_signal)
-        )
+        progress.update(state.global_step, state.episodes, last_mean, finished or bool(run.stop_signal))
         if not finished:
             run.exit_if_signalled(state.global_step, envs)
 

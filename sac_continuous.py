@@ -187,6 +187,7 @@ class TwinCritic(nn.Module):
             bound = 1 / math.sqrt(fan_in)  # nn.Linear's default initialisation, per member
             self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(members, 1, fan_out).uniform_(-bound, bound)))
+        self.layer_norm = layer_norm
         self.norm_gains, self.norm_shifts = nn.ParameterList(), nn.ParameterList()  # empty without it
         for _ in range(len(sizes) - 2 if layer_norm else 0):
             self.norm_gains.append(nn.Parameter(torch.ones(members, 1, hidden)))
@@ -201,7 +202,7 @@ class TwinCritic(nn.Module):
                 weight, bias = weight.detach(), bias.detach()
             x = torch.baddbmm(bias, x, weight)
             if i < len(self.weights) - 1:
-                if self.norm_gains:
+                if self.layer_norm:
                     gain, shift = self.norm_gains[i], self.norm_shifts[i]
                     if detach_params:
                         gain, shift = gain.detach(), shift.detach()
@@ -549,9 +550,7 @@ def train(args: Args) -> dict:
         ):
             save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finite_log, finished, device)
         last_mean = last_eval[0] if last_eval else None
-        progress.update(
-            state.global_step, state.episodes.recent_mean(), last_mean, finished or bool(run.stop_signal)
-        )
+        progress.update(state.global_step, state.episodes, last_mean, finished or bool(run.stop_signal))
         if not finished:
             run.exit_if_signalled(state.global_step, envs)
 

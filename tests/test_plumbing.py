@@ -260,12 +260,14 @@ def test_time_left_comes_from_the_recent_rate(tmp_path, monkeypatch, capsys):
     progress = plumbing.Progress(str(tmp_path), total=1_000_000, start_step=0)
     # Fast random warm-up steps first (5000 in 10 s), then learning at 50 steps/s for two minutes.
     clock[0] += 10
-    progress.update(5000, None, None, force=False)
+    episodes = plumbing.Episodes(1)
+    progress.update(5000, episodes, None, force=False)
     step = 5000
     for _ in range(12):
         clock[0] += 10
         step += 500
-        progress.update(step, -5.0, None, force=False)
+        episodes.recent.append(-5.0)
+        progress.update(step, episodes, None, force=False)
     record = plumbing.read_progress(str(tmp_path))
     assert record["step"] == step == 11_000 and record["steps_per_s"] == pytest.approx(50, rel=0.01)
     assert record["time_left_s"] == pytest.approx((1_000_000 - step) / 50, rel=0.01)  # ~5.5 h, not 25 min
