@@ -161,7 +161,7 @@ def make_env(env_id: str, path: str, **kwargs) -> gym.Env:
     try:
         return gym.make(env_id, **kwargs)
     except (gym.error.Error, ImportError, AttributeError, TypeError) as error:  # not registered/installed
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = plumbing.first_line(error)
         fail(f"cannot make env '{env_id}' for {path}: {reason[:160]} (is it installed and registered?)")
 
 
@@ -404,7 +404,7 @@ def write_video(frames: list[np.ndarray], path: str, fps: float) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         imageio.mimwrite(path, frames, fps=fps)
     except (OSError, ValueError) as error:  # an unwritable path, or an extension ffmpeg does not know
-        fail(f"cannot write {path}: {str(error).strip().splitlines()[0] if str(error).strip() else error}")
+        fail(f"cannot write {path}: {plumbing.first_line(error)}")
 
 
 # ---------------------------------------------------------------------------------------------
