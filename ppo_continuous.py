@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -68,6 +69,8 @@ class Args:
     """the lambda of generalized advantage estimation"""
     num_minibatches: int = 32
     """the number of minibatches each rollout is split into"""
+    minibatch_size: int = 0
+    """the size of each minibatch instead (0: --num-minibatches decides); large-batch recipes set this"""
     update_epochs: int = 10
     """the number of passes over each rollout"""
     norm_adv: bool = True
@@ -85,7 +88,14 @@ class Args:
     target_kl: float | None = None
     """stop the epochs of an update early when the approximate KL exceeds this"""
     hidden_size: int = 64
-    """width of the two tanh hidden layers of the policy and of the value network"""
+    """width of the two hidden layers of the policy and of the value network"""
+    hidden_sizes: tuple[int, ...] = ()
+    """the hidden layers' widths instead, e.g. 512 256 128 (empty: two of --hidden-size)"""
+    activation: Literal["tanh", "relu", "elu"] = "tanh"
+    """the hidden layers' activation"""
+    kl_adaptive_lr: float = 0.0
+    """adapt the learning rate to the approximate KL instead of annealing it (0: off; rl_games uses
+    0.008): /1.5 after a minibatch whose KL exceeds twice this, x1.5 after one under half of it"""
     log_std_init: float = -1.0
     """initial log standard deviation of the policy: -1 is std 0.37; CleanRL's 0 (std 1) flips HalfCheetah"""
     norm_obs: bool = True
@@ -118,7 +128,7 @@ def check_args(args: Args) -> None:
         positive=("total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches")
         + ("update_epochs", "hidden_size"),
         non_negative=("seed", "eval_every", "eval_episodes", "checkpoint_every", "threads", "ent_coef")
-        + ("vf_coef", "clip_coef", "max_grad_norm", "target_kl"),
+        + ("vf_coef", "clip_coef", "max_grad_norm", "target_kl", "minibatch_size", "kl_adaptive_lr"),
         unit_interval=("gamma", "gae_lambda"),
     )
     if not math.isfinite(args.log_std_init):
@@ -126,6 +136,12 @@ def check_args(args: Args) -> None:
     batch = args.num_envs * args.num_steps
     if args.num_minibatches > batch:
         fail(f"--num-minibatches {args.num_minibatches} is larger than a rollout of {batch} steps")
+    if args.minibatch_size > batch:
+        fail(f"--minibatch-size {args.minibatch_size} is larger than a rollout of {batch} steps")
+    if not all(size > 0 for size in args.hidden_sizes):
+        fail(f"--hidden-sizes must all be positive, got {' '.join(map(str, args.hidden_sizes))}")
+    if args.kl_adaptive_lr and args.anneal_lr:
+        fail("--kl-adaptive-lr sets the learning rate itself: give --no-anneal-lr with it")
     if not args.save_model:
         fail("--no-save-model: this script always saves its models (final_model.pt, models/)")
 
@@ -173,26 +189,34 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 
     return layer
 
 
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def mlp(sizes: list[int], activation: str, output_std: float) -> nn.Sequential:
+    """Linear layers of these sizes, the activation between them, orthogonal initialisation."""
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1], strict=True):
+        layers += [layer_init(nn.Linear(fan_in, fan_out)), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers, layer_init(nn.Linear(sizes[-2], sizes[-1]), std=output_std))
+
+
 class Agent(nn.Module):
     """A Gaussian policy with a state-independent log std, and a separate value network."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, log_std_init: float = 0.0):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: int | tuple[int, ...],
+        log_std_init: float = 0.0,
+        activation: str = "tanh",
+    ):
         super().__init__()
-        self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden, hidden)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden, 1), std=1.0),
-        )
-        self.actor_mean = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden, hidden)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden, act_dim), std=0.01),
-        )
+        hidden_sizes = list(hidden) if isinstance(hidden, tuple) else [hidden, hidden]
+        self.critic = mlp([obs_dim, *hidden_sizes, 1], activation, output_std=1.0)
+        self.actor_mean = mlp([obs_dim, *hidden_sizes, act_dim], activation, output_std=0.01)
         self.actor_logstd = nn.Parameter(torch.full((1, act_dim), log_std_init))
+        self.activation = activation
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -215,6 +239,13 @@ class Agent(nn.Module):
         return action, log_prob, entropy, self.get_value(obs)
 
 
+NUMPY_ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0, dtype=x.dtype),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(x)),
+}
+
+
 def numpy_policy(agent: Agent, rng: np.random.Generator):
     """The policy and value function on a NumPy copy of the weights, for acting in the envs.
 
@@ -225,11 +256,13 @@ def numpy_policy(agent: Agent, rng: np.random.Generator):
     log-density, value), with the noise drawn from `rng`.
     """
     weights = {name: tensor.detach().cpu().numpy() for name, tensor in agent.state_dict().items()}
+    activation = NUMPY_ACTIVATIONS[agent.activation]
+    last = len(agent.critic) - 1  # the Linear layers sit at 0, 2, ..., last
 
     def mlp(x: np.ndarray, prefix: str) -> np.ndarray:
-        for i in (0, 2):  # the tanh hidden layers, then the linear output layer
-            x = np.tanh(x @ weights[f"{prefix}.{i}.weight"].T + weights[f"{prefix}.{i}.bias"])
-        return x @ weights[f"{prefix}.4.weight"].T + weights[f"{prefix}.4.bias"]
+        for i in range(0, last, 2):  # the hidden layers, then the linear output layer
+            x = activation(x @ weights[f"{prefix}.{i}.weight"].T + weights[f"{prefix}.{i}.bias"])
+        return x @ weights[f"{prefix}.{last}.weight"].T + weights[f"{prefix}.{last}.bias"]
 
     log_std = weights["actor_logstd"]
     std, log_density_offset = np.exp(log_std), -log_std.sum() - 0.5 * math.log(2 * math.pi) * log_std.size
@@ -273,7 +306,9 @@ def policy_from_checkpoint(
     obs_rms, tensors = None, []
     try:  # a damaged file is one line, whatever is wrong with it
         obs_dim, act_dim = checkpoint["observation_shape"][0], checkpoint["action_shape"][0]
-        agent = Agent(obs_dim, act_dim, checkpoint["args"]["hidden_size"])
+        saved = checkpoint["args"]  # files from before --hidden-sizes and --activation have neither
+        hidden = tuple(saved.get("hidden_sizes") or ()) or saved["hidden_size"]
+        agent = Agent(obs_dim, act_dim, hidden, activation=saved.get("activation", "tanh"))
         agent.load_state_dict(checkpoint["agent"])
         # The observation statistics belong to the policy: restored, and frozen (never updated here).
         if checkpoint["obs_rms"] is not None:
@@ -325,13 +360,28 @@ def advantages_and_returns(args: Args, rewards, values, terminations, dones, val
     return advantages, advantages + values
 
 
+def adapt_learning_rate(
+    optimizer, kl: float, threshold: float, low: float = 1e-6, high: float = 1e-2
+) -> None:
+    """rl_games' adaptive schedule: a step that moved the policy too far slows the next ones."""
+    group = optimizer.param_groups[0]
+    if kl > 2.0 * threshold:
+        group["lr"] = max(group["lr"] / 1.5, low)
+    elif kl < 0.5 * threshold:
+        group["lr"] = min(group["lr"] * 1.5, high)
+
+
 def update(args: Args, agent: Agent, optimizer, batch: list[torch.Tensor]) -> dict:
     """PPO's clipped surrogate, value and entropy losses: --update-epochs passes over the rollout
     in --num-minibatches minibatches. Returns the last minibatch's losses and the epoch's KL."""
     b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = batch
     clipfracs, approx_kl, old_approx_kl = [], torch.zeros(()), torch.zeros(())
     for _epoch in range(args.update_epochs):
-        for minibatch in torch.randperm(len(b_obs), device=b_obs.device).chunk(args.num_minibatches):
+        order = torch.randperm(len(b_obs), device=b_obs.device)
+        minibatches = (
+            order.split(args.minibatch_size) if args.minibatch_size else order.chunk(args.num_minibatches)
+        )
+        for minibatch in minibatches:
             _, new_logprob, entropy, new_value = agent.get_action_and_value(
                 b_obs[minibatch], b_actions[minibatch]
             )
@@ -364,6 +414,8 @@ def update(args: Args, agent: Agent, optimizer, batch: list[torch.Tensor]) -> di
             loss.backward()
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
+            if args.kl_adaptive_lr:
+                adapt_learning_rate(optimizer, approx_kl.item(), args.kl_adaptive_lr)
         if args.target_kl is not None and approx_kl.item() > args.target_kl:
             break
     return {
@@ -487,7 +539,8 @@ def train(args: Args) -> dict:
     act_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
 
-    agent = Agent(obs_dim, act_dim, args.hidden_size, args.log_std_init).to(device)
+    hidden = args.hidden_sizes or args.hidden_size
+    agent = Agent(obs_dim, act_dim, hidden, args.log_std_init, args.activation).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
     return_rms = RunningMeanStd() if args.norm_reward else None

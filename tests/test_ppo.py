@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import plumbing
 import tests.toy_envs  # noqa: F401  (registers the toy envs)
-from ppo_continuous import Agent, RunningMeanStd, policy_function, train
+from ppo_continuous import Agent, RunningMeanStd, numpy_policy, policy_function, train
 from tests.test_sac import (
     assert_learns_known_values,
     crafted_checkpoint,
@@ -367,3 +367,56 @@ def test_a_cleanrl_command_line_runs_unchanged(tmp_path):
     (run,) = os.listdir(tmp_path / "runs")
     assert run.startswith("Pendulum-v1__ppo_continuous_action__1__")
     assert os.path.exists(tmp_path / "runs" / run / "final_model.pt")
+
+
+# --------------------------------------------------------------------------------------------
+# Knobs for large-batch recipes (issue 24)
+# --------------------------------------------------------------------------------------------
+
+
+def test_minibatch_size_is_the_other_way_to_say_num_minibatches(tiny_ppo):
+    # Rollouts of 256 with one reset step: 255 transitions in 4 minibatches of 64, 64, 64, 63.
+    train(tiny_ppo(run_name="by_count", num_minibatches=4))
+    train(tiny_ppo(run_name="by_size", num_minibatches=32, minibatch_size=64))
+    a, b = (
+        load(os.path.join(tiny_ppo().runs_dir, name, "checkpoint.pt")) for name in ("by_count", "by_size")
+    )
+    for name, tensor in a["agent"].items():
+        assert torch.equal(tensor, b["agent"][name]), name
+    train(tiny_ppo(run_name="smaller", minibatch_size=32))
+    c = load(os.path.join(tiny_ppo().runs_dir, "smaller", "checkpoint.pt"))
+    assert not torch.equal(c["agent"]["actor_logstd"], a["agent"]["actor_logstd"])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+def test_the_numpy_policy_matches_the_agent_for_any_shape(activation):
+    torch.manual_seed(0)
+    agent = Agent(5, 2, (16, 8, 4), log_std_init=-0.5, activation=activation)
+    assert len(agent.critic) == len(agent.actor_mean) == 7  # three hidden layers and the output
+    obs = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    action, log_prob, value = numpy_policy(agent, np.random.default_rng(1))(obs)
+    with torch.no_grad():
+        _, torch_log_prob, _, torch_value = agent.get_action_and_value(
+            torch.as_tensor(obs), torch.as_tensor(action)
+        )
+    assert np.allclose(log_prob, torch_log_prob.numpy(), atol=1e-4)
+    assert np.allclose(value, torch_value.numpy(), atol=1e-5)
+
+
+def test_a_shaped_network_and_a_kl_adaptive_learning_rate_train_and_load(tiny_ppo):
+    import ppo_continuous
+
+    args = tiny_ppo(hidden_sizes=(32, 16, 8), activation="elu", kl_adaptive_lr=0.008, anneal_lr=False)
+    summary = train(args)
+    checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
+    assert checkpoint["args"]["hidden_sizes"] == (32, 16, 8) and checkpoint["args"]["activation"] == "elu"
+    assert checkpoint["agent"]["actor_mean.6.weight"].shape == (1, 8)
+    learning_rate = checkpoint["optimizer"]["param_groups"][0]["lr"]
+    assert learning_rate != 3e-4 and 1e-6 <= learning_rate <= 1e-2  # it moved, within its bounds
+    policy = ppo_continuous.load_policy(os.path.join(run_dir(args), "final_model.pt"))
+    assert policy(np.zeros(3, dtype=np.float32)).shape == (1,) and np.isfinite(
+        summary["final_eval_mean"] or 0.0
+    )
+    expect_error(tiny_ppo(kl_adaptive_lr=0.008), "--no-anneal-lr", run=train)
+    expect_error(tiny_ppo(hidden_sizes=(32, 0)), "--hidden-sizes must all be positive", run=train)
+    expect_error(tiny_ppo(minibatch_size=5000), "--minibatch-size 5000 is larger", run=train)
