@@ -88,11 +88,15 @@ def describe(run_dir: str) -> dict | None:
         return None
 
 
+LABEL = "label"  # a sweep's --label (a name for its --set flags) reads as the value of this flag
+
+
 def parse_setting(setting: str) -> dict[str, str]:
-    """'gamma=0.995,gae-lambda=0.97' -> {'gamma': '0.995', 'gae-lambda': '0.97'}; 'default' -> {}."""
+    """'gamma=0.995,gae-lambda=0.97' -> {'gamma': '0.995', 'gae-lambda': '0.97'}; 'default' -> {};
+    'large-batch,gamma=0.99' (a --label first) -> {'label': 'large-batch', 'gamma': '0.99'}."""
     if setting == "default":
         return {}
-    return dict(item.split("=", 1) for item in setting.split(","))
+    return dict(item.split("=", 1) if "=" in item else (LABEL, item) for item in setting.split(","))
 
 
 def same_value(a: str, b: str) -> bool:
@@ -112,7 +116,7 @@ def one_factor_families(
     """
 
     def value(config: dict[str, str], flag: str) -> str:
-        return config.get(flag, defaults.get(flag, "?"))
+        return config.get(flag, defaults.get(flag, "default" if flag == LABEL else "?"))
 
     configs = {setting: parse_setting(setting) for setting in settings}
     flags = sorted({flag for config in configs.values() for flag in config})

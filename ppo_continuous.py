@@ -95,15 +95,23 @@ class Args:
     """the hidden layers' activation"""
     kl_adaptive_lr: float = 0.0
     """adapt the learning rate to the approximate KL instead of annealing it (0: off; rl_games uses
-    0.008): /1.5 after a minibatch whose KL exceeds twice this, x1.5 after one under half of it"""
+    0.008): /1.5 after an epoch whose mean KL exceeds twice this, x1.5 after one under half of it"""
     log_std_init: float = -1.0
     """initial log standard deviation of the policy: -1 is std 0.37; CleanRL's 0 (std 1) flips HalfCheetah"""
     norm_obs: bool = True
     """normalize observations with running statistics (saved with the policy, frozen when evaluating)"""
     norm_reward: bool = True
     """scale rewards by the running std of the discounted return (training only)"""
+    reward_scale: float = 1.0
+    """multiply the rewards the agent learns from by this (rl_games' 0.1 goes with --no-norm-reward)"""
+    norm_value: bool = False
+    """the value network predicts returns normalized by their running mean and std (rl_games'
+    normalize_value); the advantages are computed in the returns' own units"""
     async_envs: bool = False
-    """step the envs in subprocesses (pays for heavy envs and many --num-envs)"""
+    """step each env in a subprocess of its own (Gymnasium's AsyncVectorEnv)"""
+    env_workers: int = how(0)
+    """step the envs in this many subprocesses, a share each (0: in this process); the same numbers
+    for any count, and what pays with many envs on two cores or more"""
 
     # Plumbing: evaluation, checkpoints.
     eval_every: int = how(20_480)
@@ -126,9 +134,10 @@ def check_args(args: Args) -> None:
     plumbing.check_numbers(
         args,
         positive=("total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches")
-        + ("update_epochs", "hidden_size"),
+        + ("update_epochs", "hidden_size", "reward_scale"),
         non_negative=("seed", "eval_every", "eval_episodes", "checkpoint_every", "threads", "ent_coef")
-        + ("vf_coef", "clip_coef", "max_grad_norm", "target_kl", "minibatch_size", "kl_adaptive_lr"),
+        + ("vf_coef", "clip_coef", "max_grad_norm", "target_kl", "minibatch_size", "kl_adaptive_lr")
+        + ("env_workers",),
         unit_interval=("gamma", "gae_lambda"),
     )
     if not math.isfinite(args.log_std_init):
@@ -142,6 +151,8 @@ def check_args(args: Args) -> None:
         fail(f"--hidden-sizes must all be positive, got {' '.join(map(str, args.hidden_sizes))}")
     if args.kl_adaptive_lr and args.anneal_lr:
         fail("--kl-adaptive-lr sets the learning rate itself: give --no-anneal-lr with it")
+    if args.async_envs and args.env_workers:
+        fail("--async-envs and --env-workers are two ways to step the envs: give one")
     if not args.save_model:
         fail("--no-save-model: this script always saves its models (final_model.pt, models/)")
 
@@ -176,6 +187,18 @@ class RunningMeanStd:
 
 def normalized(obs_rms: RunningMeanStd | None, raw_obs: np.ndarray) -> np.ndarray:
     return (obs_rms.normalize(raw_obs) if obs_rms is not None else raw_obs).astype(np.float32)
+
+
+def standardized(value_rms: RunningMeanStd, values: np.ndarray) -> np.ndarray:
+    """Returns (or values) in the value network's normalized units: (x - mean) / std, unclipped."""
+    return ((values - value_rms.mean) / np.sqrt(value_rms.var + 1e-8)).astype(np.float32)
+
+
+def denormalized(value_rms: RunningMeanStd | None, outputs: np.ndarray) -> np.ndarray:
+    """The value network's outputs in the returns' own units (unchanged without --norm-value)."""
+    if value_rms is None:
+        return outputs
+    return (outputs * np.sqrt(value_rms.var + 1e-8) + value_rms.mean).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +386,8 @@ def advantages_and_returns(args: Args, rewards, values, terminations, dones, val
 def adapt_learning_rate(
     optimizer, kl: float, threshold: float, low: float = 1e-6, high: float = 1e-2
 ) -> None:
-    """rl_games' adaptive schedule: a step that moved the policy too far slows the next ones."""
+    """rl_games' adaptive schedule ("standard": once an epoch, on its mean KL): an epoch that
+    moved the policy too far slows the next one, one that barely moved it speeds it up."""
     group = optimizer.param_groups[0]
     if kl > 2.0 * threshold:
         group["lr"] = max(group["lr"] / 1.5, low)
@@ -377,6 +401,7 @@ def update(args: Args, agent: Agent, optimizer, batch: list[torch.Tensor]) -> di
     b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = batch
     clipfracs, approx_kl, old_approx_kl = [], torch.zeros(()), torch.zeros(())
     for _epoch in range(args.update_epochs):
+        epoch_kls = []
         order = torch.randperm(len(b_obs), device=b_obs.device)
         minibatches = (
             order.split(args.minibatch_size) if args.minibatch_size else order.chunk(args.num_minibatches)
@@ -391,6 +416,7 @@ def update(args: Args, agent: Agent, optimizer, batch: list[torch.Tensor]) -> di
                 old_approx_kl = (-logratio).mean()
                 approx_kl = ((ratio - 1) - logratio).mean()
                 clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+                epoch_kls.append(approx_kl)
 
             mb_advantages = b_advantages[minibatch]
             if args.norm_adv:
@@ -414,8 +440,8 @@ def update(args: Args, agent: Agent, optimizer, batch: list[torch.Tensor]) -> di
             loss.backward()
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()
-            if args.kl_adaptive_lr:
-                adapt_learning_rate(optimizer, approx_kl.item(), args.kl_adaptive_lr)
+        if args.kl_adaptive_lr:  # one host sync an epoch
+            adapt_learning_rate(optimizer, torch.stack(epoch_kls).mean().item(), args.kl_adaptive_lr)
         if args.target_kl is not None and approx_kl.item() > args.target_kl:
             break
     return {
@@ -486,7 +512,8 @@ class LoopState:
             self.raw_obs, _ = envs.reset(seed=args.seed + global_step)
 
 
-def save_checkpoint(run, args, envs, state, agent, optimizer, obs_rms, return_rms, final, device) -> None:
+def save_checkpoint(run, args, envs, state, agent, optimizer, normalizers, final, device) -> None:
+    obs_rms, return_rms, value_rms = normalizers
     if not all(bool(torch.isfinite(p).all()) for p in agent.parameters()):  # the last good one stays
         run.stop_non_finite(f"weights by step {state.global_step}")
     rms = {"obs_rms": obs_rms.state_dict() if obs_rms is not None else None}
@@ -494,13 +521,15 @@ def save_checkpoint(run, args, envs, state, agent, optimizer, obs_rms, return_rm
     training = {
         "optimizer": optimizer.state_dict(),
         "return_rms": return_rms.state_dict() if return_rms is not None else None,
+        **({"value_rms": value_rms.state_dict()} if value_rms is not None else {}),
         **plumbing.rng_states(device),
         "rollout": state.state_dict(envs),
     }
     run.save(model, training, final, device)
 
 
-def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, obs_rms, return_rms, device) -> None:
+def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normalizers, device) -> None:
+    obs_rms, return_rms, value_rms = normalizers
     try:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -508,6 +537,8 @@ def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, obs_rms,
             obs_rms.load_state_dict(checkpoint["obs_rms"])
         if return_rms is not None:
             return_rms.load_state_dict(checkpoint["return_rms"])
+        if value_rms is not None:
+            value_rms.load_state_dict(checkpoint["value_rms"])
         plumbing.set_rng_states(checkpoint, device)
         state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
@@ -532,7 +563,9 @@ def train(args: Args) -> dict:
     batch_size = args.num_envs * args.num_steps
     num_iterations = math.ceil(args.total_timesteps / batch_size)  # at least the steps asked for
 
-    envs = plumbing.make_vector_env(args.env_id, args.num_envs, "this PPO", asynchronous=args.async_envs)
+    envs = plumbing.make_vector_env(
+        args.env_id, args.num_envs, "this PPO", asynchronous=args.async_envs, workers=args.env_workers
+    )
     if checkpoint is not None:
         plumbing.check_shapes(checkpoint, envs, args.resume, args.env_id)
     run = plumbing.Run(args, ALGORITHM, checkpoint)
@@ -544,6 +577,8 @@ def train(args: Args) -> dict:
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
     return_rms = RunningMeanStd() if args.norm_reward else None
+    value_rms = RunningMeanStd() if args.norm_value else None
+    normalizers = (obs_rms, return_rms, value_rms)  # what a checkpoint saves besides the agent
 
     # Rollout storage, preallocated on the host where the envs live: a numpy write costs far less
     # than a torch op, and the rollout moves to the device once, for the update. `valid` is False
@@ -560,7 +595,7 @@ def train(args: Args) -> dict:
     episodes, discounted_returns = plumbing.Episodes(args.num_envs), np.zeros(args.num_envs)
     state = LoopState(raw_obs, episodes, discounted_returns, np.random.default_rng(args.seed))
     if checkpoint is not None:
-        restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, obs_rms, return_rms, device)
+        restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normalizers, device)
     eval_env = (
         plumbing.make_eval_env(args.env_id, "this PPO", args.capture_video) if args.eval_episodes else None
     )
@@ -587,16 +622,15 @@ def train(args: Args) -> dict:
             # The policy is an unbounded Gaussian; the env gets the action clipped to its bounds.
             raw_obs, rewards, terminations, truncations, _ = envs.step(np.clip(actions_buf[step], low, high))
             dones = terminations | truncations
+            learned_rewards = rewards * args.reward_scale
             if return_rms is not None:
                 state.discounted_returns = np.where(
-                    state.episodes.done, 0.0, state.discounted_returns * args.gamma + rewards
+                    state.episodes.done, 0.0, state.discounted_returns * args.gamma + learned_rewards
                 )
                 if is_transition.any():
                     return_rms.update(state.discounted_returns[is_transition])
-                rewards_scaled = np.clip(rewards / np.sqrt(return_rms.var + 1e-8), -10.0, 10.0)
-            else:
-                rewards_scaled = rewards
-            rewards_buf[step] = rewards_scaled * is_transition
+                learned_rewards = np.clip(learned_rewards / np.sqrt(return_rms.var + 1e-8), -10.0, 10.0)
+            rewards_buf[step] = learned_rewards * is_transition
             terminations_buf[step], dones_buf[step] = terminations, dones
             state.episodes.record(rewards, dones, state.global_step, run.writer)
             state.raw_obs = raw_obs
@@ -607,21 +641,26 @@ def train(args: Args) -> dict:
         # ----- generalized advantage estimation -----
         with torch.no_grad():
             next_value = agent.get_value(torch.as_tensor(next_obs, device=device)).cpu().numpy()
+        values, next_value = denormalized(value_rms, values_buf), denormalized(value_rms, next_value)
         advantages, returns = advantages_and_returns(
-            args, rewards_buf, values_buf, terminations_buf, dones_buf, valid_buf, next_value
+            args, rewards_buf, values, terminations_buf, dones_buf, valid_buf, next_value
         )
+        valid = valid_buf.reshape(-1)
+        value_targets, old_values = returns, values
+        if value_rms is not None:  # the value network learns the returns in normalized units
+            value_rms.update(returns.reshape(-1)[valid])
+            value_targets, old_values = standardized(value_rms, returns), standardized(value_rms, values)
 
         # ----- the update, on valid transitions only -----
-        valid = valid_buf.reshape(-1)
         batch = [
             torch.as_tensor(array.reshape(len(valid), *array.shape[2:])[valid], device=device)
-            for array in (obs_buf, actions_buf, logprobs_buf, advantages, returns, values_buf)
+            for array in (obs_buf, actions_buf, logprobs_buf, advantages, value_targets, old_values)
         ]
         stats = update(args, agent, optimizer, batch)
         if not math.isfinite(stats["loss"].item()):
             run.stop_non_finite(f"loss at step {state.global_step}")
         sps = (state.global_step - run.start_step) / max(time.time() - run.start_time, 1e-9)
-        log_update(run.writer, optimizer, stats, values_buf, returns, valid, state.global_step, sps)
+        log_update(run.writer, optimizer, stats, values, returns, valid, state.global_step, sps)
         warm_up = warm_up or (time.time(), state.global_step)
 
         # ----- evaluate, checkpoint, report -----
@@ -637,7 +676,7 @@ def train(args: Args) -> dict:
             or finished
             or run.stop_signal
         ):
-            save_checkpoint(run, args, envs, state, agent, optimizer, obs_rms, return_rms, finished, device)
+            save_checkpoint(run, args, envs, state, agent, optimizer, normalizers, finished, device)
         last_mean = last_eval[0] if last_eval else None
         progress.update(state.global_step, state.episodes, last_mean, finished or bool(run.stop_signal))
         if not finished:
@@ -647,7 +686,7 @@ def train(args: Args) -> dict:
         policy = policy_function(agent, obs_rms, low, high, device)
         last_eval = run.evaluate(policy, eval_env, state.global_step, log=False)
     if run.needs_final_save(state.global_step):
-        save_checkpoint(run, args, envs, state, agent, optimizer, obs_rms, return_rms, True, device)
+        save_checkpoint(run, args, envs, state, agent, optimizer, normalizers, True, device)
     steady_sps = None
     if warm_up is not None and state.global_step > warm_up[1]:
         steady_sps = round((state.global_step - warm_up[1]) / (time.time() - warm_up[0]), 2)

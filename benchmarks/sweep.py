@@ -18,6 +18,7 @@ import importlib
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -137,12 +138,17 @@ def flag_for(module: ModuleType, algo: str, key: str, value: str) -> list[str]:
         return [f"--{key}" if value.lower() == "true" else f"--no-{key}"]
     if value == "None" and "None" in kind:
         return [f"--{key}", "None"]
-    number = "int" if kind.startswith("int") else "float" if kind.startswith("float") else None
+    # A tuple's items are joined by x: hidden-sizes=512x256x128 is --hidden-sizes 512 256 128.
+    items = value.split("x") if kind.startswith("tuple[") else [value]
+    element = kind.removeprefix("tuple[")
+    number = "int" if element.startswith("int") else "float" if element.startswith("float") else None
     try:
-        {"int": int, "float": float, None: str}[number](value)
+        for item in items:
+            {"int": int, "float": float, None: str}[number](item)
     except ValueError:
-        fail(f"{key}={value}: {key} takes {'an integer' if number == 'int' else 'a number'}")
-    return [f"--{key}", value]
+        what = "integers joined by x, e.g. 512x256" if items != [value] else "an integer"
+        fail(f"{key}={value}: {key} takes {what if number == 'int' else 'a number'}")
+    return [f"--{key}", *items]
 
 
 def plan(options: argparse.Namespace) -> list[Run]:
@@ -171,6 +177,11 @@ def plan(options: argparse.Namespace) -> list[Run]:
         if env_id not in gym.registry:
             close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
             fail(f"unknown env id '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    if options.label and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.+-]*", options.label):
+        fail(f"--label '{options.label}' must be one word of letters, digits and _.+- (it names runs)")
+    if options.label == "default" or (options.label and not options.set):
+        fail("--label names the --set flags in the run names: give --set with it, and not 'default'")
+    label = [options.label] if options.label else []
     grid = parse_assignments(options.grid, "--grid")
     fixed = parse_assignments(options.set, "--set")
     for key, choices in fixed:
@@ -186,7 +197,7 @@ def plan(options: argparse.Namespace) -> list[Run]:
         for combination in itertools.product(*(choices for _, choices in grid)):
             chosen = list(zip([key for key, _ in grid], combination, strict=True))
             flags = [flag for key, value in chosen for flag in flag_for(module, algo, key, value)]
-            setting = ",".join(f"{key}={value}" for key, value in chosen) or "default"
+            setting = ",".join([*label, *(f"{key}={value}" for key, value in chosen)]) or "default"
             for (env_id, steps), seed in itertools.product(env_steps, seeds):
                 runs.append(Run(algo, env_id, seed, steps, setting, flags + fixed_flags, options.runs_dir))
         # Values of the right type can still be nonsense together (a batch larger than the buffer).
@@ -462,6 +473,12 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         default=env("SET", ""),
         help='flags for every run, one value each, e.g. "eval-every=5000";'
         " recorded in benchmark.json, not in the run name",
+    )
+    add(
+        "--label",
+        default=env("LABEL", ""),
+        help="a name for the --set flags, put in the run names (e.g. large-batch): runs with other"
+        " --set values then live beside the defaults' in one --runs-dir, and plots tell them apart",
     )
     add("--runs-dir", default=env("RUNS_DIR", "runs"), help="where runs go (default: %(default)s)")
     add(

@@ -167,8 +167,8 @@ def flags(env_id, runs_dir, total, **extra):
     return [item for key, value in settings.items() for item in (f"--{key}", str(value))] + ["--no-cuda"]
 
 
-def start_ppo(args_list):
-    return start(args_list, script="ppo_continuous.py")
+def start_ppo(args_list, **kwargs):
+    return start(args_list, script="ppo_continuous.py", **kwargs)
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])
@@ -420,3 +420,94 @@ def test_a_shaped_network_and_a_kl_adaptive_learning_rate_train_and_load(tiny_pp
     expect_error(tiny_ppo(kl_adaptive_lr=0.008), "--no-anneal-lr", run=train)
     expect_error(tiny_ppo(hidden_sizes=(32, 0)), "--hidden-sizes must all be positive", run=train)
     expect_error(tiny_ppo(minibatch_size=5000), "--minibatch-size 5000 is larger", run=train)
+
+
+def test_norm_value_and_reward_scale_still_learn_the_known_values(tiny_ppo):
+    # With --norm-value the network predicts standardized returns, and --reward-scale 0.5 halves
+    # what it learns: undone, the estimates must be the known values again (V = 2 truncated;
+    # 1.75, 1.5, 1.0 terminating). A mistake in either unit conversion moves them.
+    def estimate(checkpoint, observations):
+        value_rms = checkpoint["value_rms"]
+        std = torch.sqrt(value_rms["var"] + 1e-8).float()
+        return (values(checkpoint, observations) * std + value_rms["mean"].float()) / 0.5
+
+    assert_learns_known_values(
+        train,
+        tiny_ppo,
+        estimate,
+        gae_lambda=0.95,
+        norm_obs=False,
+        norm_reward=False,
+        norm_value=True,
+        reward_scale=0.5,
+        total_timesteps=16384,
+        num_steps=512,
+        num_minibatches=4,
+        update_epochs=4,
+        learning_rate=3e-3,
+        anneal_lr=False,
+        clip_vloss=False,
+    )
+
+
+def test_the_episodic_return_is_logged_in_the_envs_own_units(tiny_ppo):
+    # Counter-v0 pays 1 per step, so every episode's logged return is its length, whatever
+    # --reward-scale the agent learns from.
+    args = tiny_ppo(env_id="tests.toy_envs:Counter-v0", reward_scale=0.1, norm_reward=False, norm_value=True)
+    train(args)
+    events = EventAccumulator(run_dir(args))
+    events.Reload()
+    returns = [event.value for event in events.Scalars("charts/episodic_return")]
+    lengths = [event.value for event in events.Scalars("charts/episodic_length")]
+    assert returns and returns == lengths and set(returns) <= {3.0, 4.0, 5.0}
+    assert "value_rms" in load(os.path.join(run_dir(args), "checkpoint.pt"))
+
+
+def test_the_kl_adaptive_learning_rate_moves_once_an_epoch(tiny_ppo):
+    # rl_games' "standard" schedule: one factor of 1.5 per epoch, on the epoch's mean KL. After one
+    # rollout of one epoch in 8 minibatches the rate has moved once at most (per minibatch, a
+    # near-zero first KL would have raised it 1.5^8-fold).
+    args = tiny_ppo(
+        kl_adaptive_lr=0.008, anneal_lr=False, total_timesteps=256, num_minibatches=8, update_epochs=1
+    )
+    train(args)
+    learning_rate = load(os.path.join(run_dir(args), "checkpoint.pt"))["optimizer"]["param_groups"][0]["lr"]
+    assert min(abs(learning_rate - 3e-4 * factor) for factor in (1 / 1.5, 1.0, 1.5)) < 1e-12, learning_rate
+
+
+def test_env_workers_give_the_same_numbers_as_one_process(tiny_ppo):
+    # Hopper falls often, so resets happen inside the workers; 3 workers of 5 envs split 2, 2, 1.
+    settings = dict(env_id="Hopper-v4", num_envs=5, num_steps=64, total_timesteps=1280, eval_episodes=2)
+    summaries = [
+        train(tiny_ppo(run_name=f"w{workers}", env_workers=workers, **settings)) for workers in (0, 3)
+    ]
+    a, b = (load(os.path.join(tiny_ppo().runs_dir, name, "checkpoint.pt")) for name in ("w0", "w3"))
+    assert_same_training_state(a, b)
+    for state_a, state_b in zip(a["rollout"]["env_states"], b["rollout"]["env_states"], strict=True):
+        assert torch.equal(state_a["mujoco"], state_b["mujoco"])
+    assert summaries[0]["final_eval_mean"] == summaries[1]["final_eval_mean"]
+    expect_error(tiny_ppo(env_workers=2, async_envs=True), "give one", run=train)
+    expect_error(tiny_ppo(reward_scale=0.0), "--reward-scale must be positive", run=train)
+
+
+def test_ctrl_c_with_env_workers_saves_their_envs_and_resumes_exactly(tiny_ppo, tmp_path):
+    # A terminal's Ctrl-C reaches the whole process group: the workers must leave it to the
+    # parent, which still needs their envs' states for the checkpoint it writes.
+    settings = dict(env_id="Hopper-v4", num_envs=4, num_steps=64, total_timesteps=8192, checkpoint_every=256)
+    train(tiny_ppo(run_name="straight", eval_episodes=2, runs_dir=str(tmp_path / "a"), **settings))
+    extra = {"num-envs": 4, "num-steps": 64, "env-workers": 2}
+    checkpoint = str(tmp_path / "b" / "run" / "checkpoint.pt")
+    process = start_ppo(flags("Hopper-v4", str(tmp_path / "b"), 8192, **extra), start_new_session=True)
+    wait_for_step(checkpoint, 1024, process)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the signal arrived; nothing to resume")
+    assert process.returncode == 128 + signal.SIGINT and "--resume" in out, err
+    assert all(state is not None for state in load(checkpoint)["rollout"]["env_states"])
+    process = start_ppo(["--resume", checkpoint])
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    a, b = load(str(tmp_path / "a" / "straight" / "checkpoint.pt")), load(checkpoint)
+    assert b["global_step"] == 8192
+    assert_same_training_state(a, b)
