@@ -170,7 +170,8 @@ def training_script(algorithm: str):
 def script_defaults(algorithm: str) -> dict[str, str]:
     """The training script's defaults, spelled as on the command line ('learning-rate': '3e-4')."""
     module = training_script(algorithm)
-    return {name.replace("_", "-"): spell(value) for name, value in vars(module.Args()).items()}
+    defaults = {name.replace("_", "-"): spell(value) for name, value in vars(module.Args()).items()}
+    return {**defaults, LABEL: "default"}  # runs without a sweep's --label
 
 
 def read_curve(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,14 @@ an episode and then evaluates the value of the final observation to bootstrap th
 HalfCheetah never terminates early, so both see the same episode boundaries whatever the policy.
 Not matched, and irrelevant to speed: our value loss is 0.5 * MSE before vf_coef, SB3's is MSE.
 
+`--recipe large-batch` compares docs/ppo.md's large-batch Humanoid recipe instead (Humanoid-v4,
+64 envs x 64 steps, 4 epochs of minibatches of 1024, 512x256x128 ELU networks, gamma 0.995):
+ours with the recipe's own flags (two env workers among them; give `--threads 2`), SB3 with the
+same envs, rollout, minibatches, epochs and networks, observations normalized by VecNormalize,
+its envs in its own process (`--sb3-vec-env dummy`) or one subprocess each (`subproc`). What the
+recipe adds beyond that (value normalization, reward scale, the KL-adaptive rate: one host sync an
+epoch) costs ours, not SB3.
+
 Runs alternate between the implementations and the order is swapped every repeat (ours first on
 even repeats, SB3 first on odd ones) to cancel slow drift in machine load. Every run uses the
 same seed.
@@ -76,11 +84,19 @@ from _common import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The settings both sides share (see the module docstring).
-NUM_STEPS = 2048  # env steps per rollout (one env)
-BATCH_SIZE = 64  # minibatch size: NUM_STEPS // BATCH_SIZE = 32 minibatches
-EPOCHS = 10
-HIDDEN = 64
+# The settings both sides share (see the module docstring), per --recipe. "large-batch" is
+# docs/ppo.md's Humanoid recipe: ours runs it as published (its flags below), SB3 with the same
+# envs, rollout, minibatches, epochs and network, observations normalized by VecNormalize.
+RECIPES = {
+    "default": dict(num_envs=1, num_steps=2048, batch_size=64, epochs=10, hidden=[64, 64], activation="tanh"),
+    "large-batch": dict(
+        num_envs=64, num_steps=64, batch_size=1024, epochs=4, hidden=[512, 256, 128], activation="elu"
+    ),
+}
+LARGE_BATCH_FLAGS = (
+    "--kl-adaptive-lr 0.008 --gamma 0.995 --no-clip-vloss --vf-coef 1.0 --no-norm-reward --reward-scale 0.1"
+    " --norm-value --env-workers 2"
+).split()
 LR = 3e-4
 GAMMA = 0.99
 GAE_LAMBDA = 0.95
@@ -95,13 +111,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Steps/s after the first iteration of our PPO vs Stable-Baselines3 PPO.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--env-id", default="HalfCheetah-v4")
+    p.add_argument("--env-id", default=None, help="default: HalfCheetah-v4, Humanoid-v4 for large-batch")
+    p.add_argument("--recipe", choices=list(RECIPES), default="default", help="the settings compared")
+    p.add_argument(
+        "--sb3-vec-env",
+        choices=["dummy", "subproc"],
+        default="dummy",
+        help="SB3's envs: in its process, or one subprocess each (with --recipe large-batch)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="pairs of runs (one per impl each)")
     p.add_argument(
         "--steps",
         type=int,
-        default=6 * NUM_STEPS,
-        help=f"T: total env steps per run, a multiple of {NUM_STEPS} (one rollout); the first "
+        default=None,
+        help="T: total env steps per run, whole rollouts (default 6 of them); the first "
         "rollout and update are not timed",
     )
     p.add_argument("--seed", type=int, default=1)
@@ -110,12 +133,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
 
     check_driver_args(p, args)
+    recipe = RECIPES[args.recipe]
+    args.env_id = args.env_id or ("Humanoid-v4" if args.recipe == "large-batch" else "HalfCheetah-v4")
+    rollout = recipe["num_envs"] * recipe["num_steps"]
+    args.steps = args.steps or 6 * rollout
     if args.repeats <= 0 or args.threads <= 0:
         p.error("--repeats and --threads must be positive")
-    if args.steps % NUM_STEPS != 0 or args.steps < 2 * NUM_STEPS:
+    if args.steps % rollout != 0 or args.steps < 2 * rollout:
         p.error(
-            f"--steps must be a whole number of {NUM_STEPS}-step rollouts, at least 2 (the first "
-            f"is not timed), got {args.steps}; e.g. {max(2, round(args.steps / NUM_STEPS)) * NUM_STEPS}"
+            f"--steps must be a whole number of {rollout}-step rollouts, at least 2 (the first "
+            f"is not timed), got {args.steps}; e.g. {max(2, round(args.steps / rollout)) * rollout}"
         )
     return args
 
@@ -159,23 +186,33 @@ def sb3_worker(args: argparse.Namespace) -> None:
             self.end_time = time.perf_counter()
             self.end_steps = self.model.num_timesteps
 
-    env = gym.make(args.env_id)
+    recipe = RECIPES[args.recipe]
+    if args.recipe == "large-batch":
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+        vec_env_class = SubprocVecEnv if args.sb3_vec_env == "subproc" else DummyVecEnv
+        env = make_vec_env(args.env_id, recipe["num_envs"], seed=args.seed, vec_env_cls=vec_env_class)
+        env = VecNormalize(env, norm_obs=True, norm_reward=False)
+    else:
+        env = gym.make(args.env_id)
+    activations = {"tanh": torch.nn.Tanh, "elu": torch.nn.ELU}
     model = PPO(
         "MlpPolicy",
         env,
         learning_rate=LR,
-        n_steps=NUM_STEPS,
-        batch_size=BATCH_SIZE,
-        n_epochs=EPOCHS,
-        gamma=GAMMA,
+        n_steps=recipe["num_steps"],
+        batch_size=recipe["batch_size"],
+        n_epochs=recipe["epochs"],
+        gamma=0.995 if args.recipe == "large-batch" else GAMMA,
         gae_lambda=GAE_LAMBDA,
         clip_range=CLIP,
         ent_coef=ENT_COEF,
         vf_coef=VF_COEF,
         max_grad_norm=MAX_GRAD_NORM,
         policy_kwargs={
-            "net_arch": {"pi": [HIDDEN, HIDDEN], "vf": [HIDDEN, HIDDEN]},
-            "activation_fn": torch.nn.Tanh,
+            "net_arch": {"pi": recipe["hidden"], "vf": recipe["hidden"]},
+            "activation_fn": activations[recipe["activation"]],
         },
         device="cpu",
         seed=args.seed,
@@ -196,7 +233,9 @@ def sb3_worker(args: argparse.Namespace) -> None:
         "total_timesteps": int(model.num_timesteps),
         "rollouts": timer.rollouts,
         "epochs_done": int(model._n_updates),  # SB3 counts one "update" per epoch
-        "gradient_steps": int(model._n_updates) * (NUM_STEPS // BATCH_SIZE),
+        "gradient_steps": int(model._n_updates)
+        * -(-recipe["num_envs"] * recipe["num_steps"] // recipe["batch_size"]),
+        "vec_env": type(env.venv if hasattr(env, "venv") else env).__name__,
         "torch_threads": torch.get_num_threads(),
         "clip_range_vf": model.clip_range_vf,
         "normalize_advantage": model.normalize_advantage,
@@ -214,17 +253,19 @@ def sb3_worker(args: argparse.Namespace) -> None:
 
 def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult:
     run_name = f"bench_{repeat}"
+    recipe = RECIPES[args.recipe]
     cmd = [
         sys.executable,
         str(args.script),
         "--env-id", args.env_id,
         "--seed", str(args.seed),
         "--total-timesteps", str(args.steps),
-        "--num-envs", "1",
-        "--num-steps", str(NUM_STEPS),
-        "--num-minibatches", str(NUM_STEPS // BATCH_SIZE),
-        "--update-epochs", str(EPOCHS),
-        "--hidden-size", str(HIDDEN),
+        "--num-envs", str(recipe["num_envs"]),
+        "--num-steps", str(recipe["num_steps"]),
+        "--minibatch-size", str(recipe["batch_size"]),
+        "--update-epochs", str(recipe["epochs"]),
+        "--hidden-sizes", *map(str, recipe["hidden"]),
+        "--activation", recipe["activation"],
         "--learning-rate", str(LR),
         "--no-anneal-lr",
         "--gamma", str(GAMMA),
@@ -246,6 +287,8 @@ def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult
         "--runs-dir", str(runs_dir),
         "--run-name", run_name,
     ]  # fmt: skip
+    if args.recipe == "large-batch":  # the recipe as published: the later flags win
+        cmd += ["--norm-obs", *LARGE_BATCH_FLAGS]
     cmd += shlex.split(args.extra_ours)
 
     what = f"our PPO ({args.script.name}, repeat {repeat + 1})"
@@ -260,7 +303,7 @@ def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult
 
 
 def run_sb3(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult:
-    flags = ["--steps", str(args.steps)]
+    flags = ["--steps", str(args.steps), "--recipe", args.recipe, "--sb3-vec-env", args.sb3_vec_env]
     return run_sb3_child(args, repeat, runs_dir, Path(__file__).resolve(), "PPO", "steady_sps", flags)
 
 
@@ -270,22 +313,28 @@ def main() -> int:
         sb3_worker(args)
         return 0
 
-    rollouts = args.steps // NUM_STEPS
+    recipe = RECIPES[args.recipe]
+    rollout = recipe["num_envs"] * recipe["num_steps"]
+    rollouts = args.steps // rollout
+    sizes = "x".join(map(str, recipe["hidden"]))
     header = [
-        "PPO training speed: ours vs Stable-Baselines3",
-        f"  {args.env_id}, 1 env, {NUM_STEPS}-step rollouts, {EPOCHS} epochs of "
-        f"{NUM_STEPS // BATCH_SIZE} minibatches of {BATCH_SIZE}, {HIDDEN}x{HIDDEN} tanh MLPs, "
-        f"seed {args.seed}",
-        f"  T={args.steps} steps ({rollouts} rollouts); timed window [{NUM_STEPS}, {args.steps}]: "
+        f"PPO training speed: ours vs Stable-Baselines3 (--recipe {args.recipe})",
+        f"  {args.env_id}, {recipe['num_envs']} env(s) x {recipe['num_steps']}-step rollouts, "
+        f"{recipe['epochs']} epochs of minibatches of {recipe['batch_size']}, {sizes} "
+        f"{recipe['activation']} MLPs, seed {args.seed}"
+        + (f", SB3 with {args.sb3_vec_env} envs" if args.recipe == "large-batch" else ""),
+        f"  T={args.steps} steps ({rollouts} rollouts); timed window [{rollout}, {args.steps}]: "
         f"{rollouts - 1} iterations after the first",
     ]
     specific = {
+        "recipe": args.recipe,
         "total_steps": args.steps,
-        "rollout_steps": NUM_STEPS,
-        "timed_steps": args.steps - NUM_STEPS,
-        "minibatch_size": BATCH_SIZE,
-        "epochs": EPOCHS,
-        "hidden": HIDDEN,
+        "rollout_steps": rollout,
+        "timed_steps": args.steps - rollout,
+        "minibatch_size": recipe["batch_size"],
+        "epochs": recipe["epochs"],
+        "hidden": recipe["hidden"],
+        "sb3_vec_env": args.sb3_vec_env,
     }
     runners = {"ours": run_ours, "sb3": run_sb3}
     return run_benchmark(args, header, specific, runners, tmp_prefix="ppo_speed_")

@@ -204,9 +204,29 @@ def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
     assert "--norm-obs --target-kl None" in lines[0] and "--no-norm-obs --target-kl 0.02" in lines[3]
 
 
+def test_a_label_names_the_set_flags_and_tuples_join_with_x(tmp_path):
+    result = benchmark(
+        "--dry-run", "--algos", "ppo", "--envs", "Hopper-v4", "--seeds", "1", "--runs-dir", str(tmp_path),
+        "--set", "hidden-sizes=32x16x8 num-envs=4", "--label", "shaped", "--grid", "gamma=0.99,0.995",
+    )  # fmt: skip
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("--hidden-sizes 32 16 8 --num-envs 4" in line for line in lines)
+    assert "--run-name Hopper-v4__ppo__shaped,gamma=0.99__1" in lines[0]
+    assert "--run-name Hopper-v4__ppo__shaped,gamma=0.995__1" in lines[1]
+    sys.path.insert(0, REPO)
+    import plot
+
+    assert plot.parse_setting("shaped,gamma=0.99") == {"label": "shaped", "gamma": "0.99"}
+    families = plot.one_factor_families(["default", "shaped"], {})
+    assert families == [("label", "default", [("default", "default"), ("shaped", "shaped")])]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
+        (["--grid", "hidden-sizes=64xbig", "--algos", "ppo"], "integers joined by x"),
+        (["--label", "large-batch"], "give --set with it"),
+        (["--label", "a,b", "--set", "gamma=0.9"], "must be one word"),
         (["--algos", "dqn"], "unknown algorithm 'dqn'"),
         (["--envs", "HalfCheeta-v4"], "did you mean HalfCheetah-v4"),
         (["--seeds", "1 two"], "seeds and steps must be integers"),

@@ -137,6 +137,56 @@ def test_vector_env_states_and_reset_flags():
     envs.close()
 
 
+def test_env_workers_step_exactly_as_one_sync_vector_env():
+    import tests.toy_envs  # noqa: F401  (registers the toy envs)
+
+    env_id = "tests.toy_envs:Counter-v0"  # episodes of 3, 4 or 5 steps: resets everywhere
+    sync = plumbing.make_vector_env(env_id, 5, "this test")
+    workers = plumbing.make_vector_env(env_id, 5, "this test", workers=3)  # shares of 2, 2 and 1
+    try:
+        assert workers.counts == [2, 2, 1] and workers.single_action_space == sync.single_action_space
+        assert np.array_equal(sync.reset(seed=7)[0], workers.reset(seed=7)[0])
+        rng = np.random.default_rng(0)
+        for step in range(40):
+            actions = rng.uniform(-1, 1, (5, 1)).astype(np.float32)
+            for a, b in zip(sync.step(actions)[:4], workers.step(actions)[:4], strict=True):
+                assert np.array_equal(a, b), step
+        assert plumbing.get_env_states(workers) == [None] * 5  # a toy env's state is not ours to read
+        assert plumbing.set_env_states(workers, [None] * 5, np.zeros(5, dtype=bool)) is False
+        # An env that raises stops the run with its error on one line, not a hung pipe.
+        with pytest.raises(RuntimeError, match="an env worker failed: ValueError: action"):
+            workers.step(np.full((5, 1), 5.0, dtype=np.float32))
+        workers.processes[0].kill()
+        workers.processes[0].join()
+        with pytest.raises(RuntimeError, match="an env worker died"):
+            workers.step(np.zeros((5, 1), dtype=np.float32))
+    finally:
+        sync.close()
+        workers.close()
+
+
+def test_env_workers_states_round_trip():
+    envs = plumbing.make_vector_env("Pendulum-v1", 5, "this test", workers=2)
+    try:
+        envs.reset(seed=3)
+        actions = np.random.default_rng(0).uniform(-2, 2, (10, 5, 1)).astype(np.float32)
+        for step_actions in actions[:5]:
+            envs.step(step_actions)
+        states = plumbing.get_env_states(envs)
+        assert all(state is not None for state in states)
+        first = [envs.step(step_actions)[0] for step_actions in actions[5:]]
+        assert plumbing.set_env_states(envs, states, np.zeros(5, dtype=bool))
+        again = [envs.step(step_actions)[0] for step_actions in actions[5:]]
+        assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+        # The reset-step flags travel too: env 1 (in the first worker) and env 4 (in the second)
+        # start new episodes on the next step, which pays nothing.
+        assert plumbing.set_env_states(envs, states, np.array([False, True, False, False, True]))
+        rewards = envs.step(actions[5])[1]
+        assert rewards[1] == rewards[4] == 0.0 and np.all(rewards[[0, 2, 3]] != 0.0)
+    finally:
+        envs.close()
+
+
 def test_episodes_count_returns_and_reset_steps():
     class Writer:
         def __init__(self):

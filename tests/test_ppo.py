@@ -48,25 +48,26 @@ def values(checkpoint, observations):
 # --------------------------------------------------------------------------------------------
 
 
+# Training on the toy envs whose values are known: no normalization, a constant learning rate.
+KNOWN_VALUE_SETTINGS = dict(
+    gae_lambda=0.95,
+    norm_obs=False,
+    norm_reward=False,
+    total_timesteps=16384,
+    num_steps=512,
+    num_minibatches=4,
+    update_epochs=4,
+    learning_rate=3e-3,
+    anneal_lr=False,
+    clip_vloss=False,
+)
+
+
 def test_truncation_bootstraps_and_reset_steps_are_not_transitions(tiny_ppo):
     # Truncated after 5 steps with one constant observation: V = 2. Treating truncation as
     # termination, or taking the reset step (reward 0) for a transition, would both pull V down
     # to about 1.67. Terminating at t=3: V(t) = 1.75, 1.5, 1.0.
-    assert_learns_known_values(
-        train,
-        tiny_ppo,
-        values,
-        gae_lambda=0.95,
-        norm_obs=False,
-        norm_reward=False,
-        total_timesteps=16384,
-        num_steps=512,
-        num_minibatches=4,
-        update_epochs=4,
-        learning_rate=3e-3,
-        anneal_lr=False,
-        clip_vloss=False,
-    )
+    assert_learns_known_values(train, tiny_ppo, values, **KNOWN_VALUE_SETTINGS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,21 +433,7 @@ def test_norm_value_and_reward_scale_still_learn_the_known_values(tiny_ppo):
         return (values(checkpoint, observations) * std + value_rms["mean"].float()) / 0.5
 
     assert_learns_known_values(
-        train,
-        tiny_ppo,
-        estimate,
-        gae_lambda=0.95,
-        norm_obs=False,
-        norm_reward=False,
-        norm_value=True,
-        reward_scale=0.5,
-        total_timesteps=16384,
-        num_steps=512,
-        num_minibatches=4,
-        update_epochs=4,
-        learning_rate=3e-3,
-        anneal_lr=False,
-        clip_vloss=False,
+        train, tiny_ppo, estimate, **KNOWN_VALUE_SETTINGS, norm_value=True, reward_scale=0.5
     )
 
 
