@@ -203,9 +203,10 @@ def make_vector_env(
     (`asynchronous`: AsyncVectorEnv), or `workers` subprocesses of a share each (EnvWorkers)."""
     # Gymnasium 1.x autoresets on the *next* step: the step after a done returns the first
     # observation of a new episode with reward 0 and ignores the action. It is not a transition.
-    make_env(env_id, needs, bounded=bounded).close()  # validate once, with a clear error
+    probe = make_env(env_id, needs, bounded=bounded)  # validate once, with a clear error
+    probe.close()
     if workers:
-        return EnvWorkers(env_id, num_envs, needs, bounded, workers)
+        return EnvWorkers(env_id, num_envs, needs, bounded, workers, probe)
     vector_env = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     return vector_env([lambda: make_env(env_id, needs, bounded=bounded) for _ in range(num_envs)])
 
@@ -248,12 +249,11 @@ class EnvWorkers:
     What step() returns is a SyncVectorEnv's, less the infos (the scripts read none).
     """
 
-    def __init__(self, env_id: str, num_envs: int, needs: str, bounded: bool, workers: int):
+    def __init__(self, env_id: str, num_envs: int, needs: str, bounded: bool, workers: int, probe: gym.Env):
+        """`probe`: one env of the kind, already made (and closed), for its spaces."""
         import multiprocessing
 
-        probe = make_env(env_id, needs, bounded=bounded)
         self.single_observation_space, self.single_action_space = probe.observation_space, probe.action_space
-        probe.close()
         self.num_envs = num_envs
         self.counts = [len(share) for share in np.array_split(np.arange(num_envs), min(workers, num_envs))]
         self.offsets = np.cumsum([0, *self.counts[:-1]]).tolist()
@@ -381,9 +381,11 @@ def set_env_states(
     envs: gym.vector.VectorEnv | EnvWorkers, states: list[dict | None], prev_done: np.ndarray
 ) -> bool:
     """Put every env back where the checkpoint left it; False (nothing changed) if one cannot be."""
+    if any(state is None for state in states):
+        return False
     if isinstance(envs, EnvWorkers):
-        return all(state is not None for state in states) and envs.set_states(states, prev_done)
-    if not isinstance(envs, gym.vector.SyncVectorEnv) or any(state is None for state in states):
+        return envs.set_states(states, prev_done)
+    if not isinstance(envs, gym.vector.SyncVectorEnv):
         return False
     for env, state in zip(envs.envs, states, strict=True):
         set_env_state(env, state)

@@ -88,17 +88,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # docs/ppo.md's Humanoid recipe: ours runs it as published (its flags below), SB3 with the same
 # envs, rollout, minibatches, epochs and network, observations normalized by VecNormalize.
 RECIPES = {
-    "default": dict(num_envs=1, num_steps=2048, batch_size=64, epochs=10, hidden=[64, 64], activation="tanh"),
+    "default": dict(
+        num_envs=1, num_steps=2048, batch_size=64, epochs=10, hidden=[64, 64], activation="tanh", gamma=0.99
+    ),
     "large-batch": dict(
-        num_envs=64, num_steps=64, batch_size=1024, epochs=4, hidden=[512, 256, 128], activation="elu"
+        num_envs=64,
+        num_steps=64,
+        batch_size=1024,
+        epochs=4,
+        hidden=[512, 256, 128],
+        activation="elu",
+        gamma=0.995,
     ),
 }
 LARGE_BATCH_FLAGS = (
-    "--kl-adaptive-lr 0.008 --gamma 0.995 --no-clip-vloss --vf-coef 1.0 --no-norm-reward --reward-scale 0.1"
+    "--kl-adaptive-lr 0.008 --no-clip-vloss --vf-coef 1.0 --no-norm-reward --reward-scale 0.1"
     " --norm-value --env-workers 2"
 ).split()
 LR = 3e-4
-GAMMA = 0.99
 GAE_LAMBDA = 0.95
 CLIP = 0.2
 ENT_COEF = 0.0
@@ -204,7 +211,7 @@ def sb3_worker(args: argparse.Namespace) -> None:
         n_steps=recipe["num_steps"],
         batch_size=recipe["batch_size"],
         n_epochs=recipe["epochs"],
-        gamma=0.995 if args.recipe == "large-batch" else GAMMA,
+        gamma=recipe["gamma"],
         gae_lambda=GAE_LAMBDA,
         clip_range=CLIP,
         ent_coef=ENT_COEF,
@@ -268,7 +275,7 @@ def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult
         "--activation", recipe["activation"],
         "--learning-rate", str(LR),
         "--no-anneal-lr",
-        "--gamma", str(GAMMA),
+        "--gamma", str(recipe["gamma"]),
         "--gae-lambda", str(GAE_LAMBDA),
         "--clip-coef", str(CLIP),
         "--no-clip-vloss",  # SB3: clip_range_vf=None
