@@ -147,6 +147,10 @@ def check_args(args: Args) -> None:
         fail(f"--num-minibatches {args.num_minibatches} is larger than a rollout of {batch} steps")
     if args.minibatch_size > batch:
         fail(f"--minibatch-size {args.minibatch_size} is larger than a rollout of {batch} steps")
+    if args.norm_adv and (
+        args.minibatch_size == 1 or (not args.minibatch_size and args.num_minibatches == batch)
+    ):
+        fail("one-step minibatches leave --norm-adv nothing to normalize: make them larger, or --no-norm-adv")
     if not all(size > 0 for size in args.hidden_sizes):
         fail(f"--hidden-sizes must all be positive, got {' '.join(map(str, args.hidden_sizes))}")
     if args.kl_adaptive_lr and args.anneal_lr:
@@ -419,8 +423,10 @@ def update(args: Args, agent: Agent, optimizer, batch: list[torch.Tensor]) -> di
                 epoch_kls.append(approx_kl)
 
             mb_advantages = b_advantages[minibatch]
-            if args.norm_adv:
+            if args.norm_adv and len(minibatch) > 1:
                 mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+            elif args.norm_adv:  # a lone step (a rollout's remainder) has no spread: centred, it is 0
+                mb_advantages = torch.zeros_like(mb_advantages)
             pg_loss = torch.max(
                 -mb_advantages * ratio,
                 -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef),

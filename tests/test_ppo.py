@@ -389,6 +389,21 @@ def test_minibatch_size_is_the_other_way_to_say_num_minibatches(tiny_ppo):
     assert not torch.equal(c["agent"]["actor_logstd"], a["agent"]["actor_logstd"])
 
 
+def test_a_one_step_minibatch_left_over_does_not_poison_the_update(tiny_ppo):
+    # 255 transitions in minibatches of 127 leave one step over, every epoch: its advantage,
+    # normalized alone, would be 0/0 and turn every weight into NaN.
+    args = tiny_ppo(minibatch_size=127)
+    train(args)
+    checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
+    assert checkpoint["global_step"] == args.total_timesteps
+    assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
+    expect_error(tiny_ppo(minibatch_size=1), "one-step minibatches", run=train)
+    expect_error(tiny_ppo(num_minibatches=256), "one-step minibatches", run=train)
+    train(
+        tiny_ppo(run_name="no_norm", minibatch_size=1, norm_adv=False, total_timesteps=256, update_epochs=1)
+    )
+
+
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
 def test_the_numpy_policy_matches_the_agent_for_any_shape(activation):
     torch.manual_seed(0)
