@@ -15,6 +15,7 @@ same for both and would otherwise be copied between them:
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import difflib
 import json
@@ -26,6 +27,7 @@ import signal
 import time
 import uuid
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -211,9 +213,11 @@ def make_vector_env(
     return vector_env([lambda: make_env(env_id, needs, bounded=bounded) for _ in range(num_envs)])
 
 
-def _env_worker(pipe, env_id: str, needs: str, bounded: bool, count: int) -> None:
+def _env_worker(pipe, env_id: str, needs: str, bounded: bool, count: int, parent: int) -> None:
     """A subprocess of EnvWorkers: a SyncVectorEnv of `count` envs, driven over `pipe`."""
     # Ctrl-C and SIGTERM are the parent's to handle: it still needs these envs for its checkpoint.
+    # So the parent stops its workers itself (EnvWorkers.close), and a worker whose parent was
+    # killed outright leaves by itself: the pipe need not tell it (forked siblings hold its ends).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, needs, bounded=bounded) for _ in range(count)])
@@ -225,6 +229,9 @@ def _env_worker(pipe, env_id: str, needs: str, bounded: bool, count: int) -> Non
     }
     try:
         while True:
+            while not pipe.poll(1.0):
+                if os.getppid() != parent:
+                    return
             command, data = pipe.recv()
             if command == "close":
                 break
@@ -258,11 +265,15 @@ class EnvWorkers:
         self.counts = [len(share) for share in np.array_split(np.arange(num_envs), min(workers, num_envs))]
         self.offsets = np.cumsum([0, *self.counts[:-1]]).tolist()
         self.pipes, self.processes = [], []
+        # Stops the workers when the envs are closed, collected, or the interpreter exits on an
+        # error: multiprocessing's own exit handler would SIGTERM them (ignored) and wait forever.
+        self._stop = weakref.finalize(self, _stop_workers, self.pipes, self.processes)
         context = multiprocessing.get_context()
+        atexit.register(self._stop)  # registered after multiprocessing's, so it runs before it
         for count in self.counts:
             parent_end, child_end = context.Pipe()
             process = context.Process(
-                target=_env_worker, args=(child_end, env_id, needs, bounded, count), daemon=True
+                target=_env_worker, args=(child_end, env_id, needs, bounded, count, os.getpid()), daemon=True
             )
             process.start()
             child_end.close()
@@ -303,14 +314,23 @@ class EnvWorkers:
         )
 
     def close(self) -> None:
-        for pipe in self.pipes:
-            try:
-                pipe.send(("close", None))
-            except (BrokenPipeError, OSError):
-                pass
-        for process in self.processes:
-            process.join(timeout=5)
-        self.pipes = []
+        self._stop()
+
+
+def _stop_workers(pipes: list, processes: list) -> None:
+    """Ask EnvWorkers' subprocesses to close their envs; kill any that has not within 5 s."""
+    for pipe in pipes:
+        try:
+            pipe.send(("close", None))
+        except (BrokenPipeError, OSError):
+            pass
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    for pipe in pipes:
+        pipe.close()
 
 
 def make_eval_env(env_id: str, needs: str, capture_video: bool) -> gym.Env:

@@ -143,7 +143,7 @@ def check_args(args: Args) -> None:
     if not math.isfinite(args.log_std_init):
         fail(f"--log-std-init must be a finite number, got {args.log_std_init}")
     batch = args.num_envs * args.num_steps
-    if args.num_minibatches > batch:
+    if not args.minibatch_size and args.num_minibatches > batch:
         fail(f"--num-minibatches {args.num_minibatches} is larger than a rollout of {batch} steps")
     if args.minibatch_size > batch:
         fail(f"--minibatch-size {args.minibatch_size} is larger than a rollout of {batch} steps")

@@ -187,6 +187,48 @@ def test_env_workers_states_round_trip():
         envs.close()
 
 
+def test_env_workers_never_outlive_their_run():
+    # Workers ignore SIGTERM (the parent needs their envs for its checkpoint), so the parent must
+    # stop them itself: an error exit must not hang on them, and a parent killed outright must
+    # not leave them behind.
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time, plumbing\n"
+        "envs = plumbing.make_vector_env('Pendulum-v1', 2, 'this test', workers=2)\n"
+        "envs.reset(seed=0)\n"
+        "print(*[process.pid for process in envs.processes], flush=True)\n"
+        "plumbing.fail('a bad input') if sys.argv[1] == 'fail' else time.sleep(60)\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-c", script]
+    failed = subprocess.run([*command, "fail"], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 1 and failed.stderr.strip() == "error: a bad input"
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone, only not yet reaped
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+    parent = subprocess.Popen([*command, "sleep"], cwd=repo, stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 20
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+
+
 def test_episodes_count_returns_and_reset_steps():
     class Writer:
         def __init__(self):

@@ -402,6 +402,8 @@ def test_a_one_step_minibatch_left_over_does_not_poison_the_update(tiny_ppo):
     train(
         tiny_ppo(run_name="no_norm", minibatch_size=1, norm_adv=False, total_timesteps=256, update_epochs=1)
     )
+    # --minibatch-size decides alone: --num-minibatches' default (32) may exceed a small rollout.
+    train(tiny_ppo(run_name="small", num_steps=16, num_minibatches=32, minibatch_size=8, total_timesteps=32))
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
