@@ -351,6 +351,14 @@ def find_wrapper(env: gym.Env, wrapper_type: type) -> gym.Wrapper | None:
     return None
 
 
+# What MuJoCo computes from the state rather than integrates, and Gymnasium's envs read (Humanoid's
+# and Ant's rewards: the centre of mass, a body's position, before the step). After mj_step these
+# describe the start of its last substep, which mj_forward on the restored state would not give back.
+MUJOCO_DERIVED = ("xpos", "xquat", "xmat", "xipos", "ximat", "geom_xpos", "geom_xmat", "site_xpos")
+MUJOCO_DERIVED += ("site_xmat", "subtree_com", "cinert", "cvel", "cfrc_ext", "qfrc_actuator")
+MUJOCO_DERIVED += ("qfrc_constraint", "ten_length", "ten_velocity")
+
+
 def get_env_state(env: gym.Env) -> dict | None:
     """The full simulator state of one env, so a resumed run continues the very same episode."""
     inner, state = env.unwrapped, {}
@@ -361,6 +369,9 @@ def get_env_state(env: gym.Env) -> dict | None:
         values = np.empty(mujoco.mj_stateSize(inner.model, spec))
         mujoco.mj_getState(inner.model, inner.data, values, spec)
         state["mujoco"] = torch.from_numpy(values)
+        state["mujoco_derived"] = {
+            name: torch.from_numpy(getattr(inner.data, name).copy()) for name in MUJOCO_DERIVED
+        }
     elif isinstance(getattr(inner, "state", None), np.ndarray):  # classic control
         state["state"] = torch.from_numpy(inner.state.copy())
     else:
@@ -379,6 +390,8 @@ def set_env_state(env: gym.Env, state: dict) -> None:
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         mujoco.mj_setState(inner.model, inner.data, state["mujoco"].numpy(), spec)
         mujoco.mj_forward(inner.model, inner.data)
+        for name, value in state.get("mujoco_derived", {}).items():  # older checkpoints: none
+            getattr(inner.data, name)[...] = value.numpy()
     else:
         inner.state = state["state"].numpy().copy()
     inner.np_random.bit_generator.state = state["np_random"]
