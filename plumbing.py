@@ -744,8 +744,9 @@ class Run:
         return mean, std
 
     def exit_if_signalled(self, global_step: int, envs: gym.vector.VectorEnv) -> None:
-        """After a Ctrl-C or SIGTERM (and the checkpoint it asked for): say how to go on, and exit."""
-        if not self.stop_signal:
+        """After a Ctrl-C or SIGTERM (and the checkpoint it asked for): say how to go on, and exit.
+        A signal that came after this step's checkpoint decision waits for the next step's."""
+        if not self.stop_signal or self.last_checkpoint_step != global_step:
             return
         name = signal.Signals(self.stop_signal[0]).name
         print(

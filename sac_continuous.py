@@ -404,10 +404,12 @@ def restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb, de
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
         fail(f"{args.resume} is damaged: it does not restore ({plumbing.first_line(error)[:160]})")
     if "buffer" not in checkpoint and state.global_step < args.total_timesteps:
-        # Without a saved buffer, refill it with the current policy before updating again.
-        state.learning_starts_at = state.global_step + args.learning_starts
+        # Without a saved buffer, refill it with the current policy before updating again (a step
+        # of every env at least: the first may be all reset steps, which store nothing).
+        refill = max(args.learning_starts, args.num_envs)
+        state.learning_starts_at = state.global_step + refill
         print(
-            f"note: no replay buffer in the checkpoint; refilling it for {args.learning_starts} "
+            f"note: no replay buffer in the checkpoint; refilling it for {refill} "
             f"steps with the current policy before learning resumes"
         )
     print(f"resuming {args.run_name} at step {state.global_step}")

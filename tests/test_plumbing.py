@@ -348,6 +348,27 @@ def test_signals_only_set_a_flag_and_are_restored(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_signal_exits_only_once_its_checkpoint_is_written(tmp_path, capsys):
+    # A SIGTERM that lands after the loop decided not to checkpoint this step (while it printed
+    # progress) must wait for the next step's checkpoint, not announce one that was never written.
+    class Envs:
+        def close(self):
+            pass
+
+    run = plumbing.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
+    run.open_logs(0)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        run.exit_if_signalled(100, Envs())  # no checkpoint at step 100: go on
+        run.last_checkpoint_step = 200
+        with pytest.raises(SystemExit) as raised:
+            run.exit_if_signalled(200, Envs())
+        assert raised.value.code == 128 + signal.SIGTERM
+        assert "checkpoint written at step 200" in capsys.readouterr().out
+    finally:
+        run.close()
+
+
 def test_time_left_comes_from_the_recent_rate(tmp_path, monkeypatch, capsys):
     clock = [1000.0]
     monkeypatch.setattr(plumbing.time, "time", lambda: clock[0])

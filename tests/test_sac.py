@@ -257,6 +257,18 @@ def test_resume_without_buffer_refills_and_finishes(tiny, capsys):
     assert "refilling it for 200 steps" in capsys.readouterr().out
 
 
+def test_resume_without_buffer_on_a_reset_step_stores_before_it_updates(tiny, capsys):
+    # Pendulum's episodes are truncated at 200 steps: the run stops on the last step of one, so the
+    # first step after the resume is a reset step and stores nothing; even with --learning-starts 0
+    # the resumed run must not sample an empty buffer.
+    settings = dict(env_id="Pendulum-v1", learning_starts=0, eval_episodes=1)
+    first = tiny(total_timesteps=200, **settings)
+    train(first)
+    checkpoint = os.path.join(run_dir(first), "checkpoint.pt")
+    summary = train(tiny(total_timesteps=210, resume=checkpoint, **settings))
+    assert summary["global_step"] == 210 and "refilling it for 1 steps" in capsys.readouterr().out
+
+
 def test_same_seed_gives_identical_runs(tiny):
     summaries = [
         train(tiny(run_name=name, total_timesteps=500, learning_starts=100, eval_episodes=2))
