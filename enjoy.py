@@ -499,8 +499,11 @@ def main(args: Args) -> dict:
     if args.json == "-":
         print(json.dumps(summary, indent=2))
     elif args.json:
-        with open(args.json, "w") as f:
-            f.write(json.dumps(summary, indent=2) + "\n")
+        try:
+            with open(args.json, "w") as f:
+                f.write(json.dumps(summary, indent=2) + "\n")
+        except OSError as error:  # the scores are printed above, so not lost
+            fail(f"cannot write {args.json}: {plumbing.first_line(error)}")
     return summary
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import difflib
+import fcntl
 import json
 import math
 import os
@@ -42,6 +43,7 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"  # the run's full state: what --resume reads
 FINAL_MODEL = "final_model.pt"  # the final policy alone
 SUMMARY = "summary.json"
+RUN_LOCK = "run.lock"  # held by the process training the run, while it runs
 PROGRESS = "progress.json"
 SCRIPTS = {"sac": "sac_continuous.py", "ppo": "ppo_continuous.py"}
 # What every checkpoint file holds besides its policy (docs/checkpoints.md).
@@ -490,6 +492,14 @@ def save_atomically(obj: dict, path: str) -> None:
     os.replace(tmp_path, path)
 
 
+def write_json_atomically(record: Any, path: str, indent: int | None = None) -> None:
+    """JSON through a temporary file and a rename: a reader never sees half a file."""
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "w") as f:
+        json.dump(record, f, indent=indent)
+    os.replace(tmp_path, path)
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -644,7 +654,7 @@ class Run:
             self.start_step, self.last_checkpoint_step = 0, None
         self.checkpoint_path = os.path.join(self.dir, CHECKPOINT)
         self.start_time = time.time()
-        self.writer = None
+        self.writer, self.lock = None, None
         self.stop_signal: list[int] = []
         self.previous_handlers: dict = {}
 
@@ -657,6 +667,16 @@ class Run:
             os.makedirs(self.dir, exist_ok=True)
         except OSError as error:
             fail(f"cannot make the run directory {self.dir}: {first_line(error)}")
+        # One process per run: a second (the same --resume given twice, a run a killed sweep left
+        # running) would write the same checkpoint.
+        self.lock = open(os.path.join(self.dir, RUN_LOCK), "a")  # held until close()
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock.close()
+            fail(f"{self.dir} is in use: another process is training this run")
+        except OSError:  # a file system without locks: go on without one
+            pass
         if args.track:
             import wandb
 
@@ -783,8 +803,7 @@ class Run:
             "eval_protocol": eval_protocol,
             "sessions": [*self.sessions, self.session(global_step, device)],
         }
-        with open(os.path.join(self.dir, SUMMARY), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json_atomically(summary, os.path.join(self.dir, SUMMARY), indent=2)
         self.close()
         if self.args.track:
             import wandb
@@ -795,6 +814,9 @@ class Run:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.lock is not None:
+            self.lock.close()  # releases it
+            self.lock = None
         for sig, handler in self.previous_handlers.items():
             signal.signal(sig, handler)
         self.previous_handlers = {}
@@ -847,10 +869,7 @@ class Progress:
             "time_left": format_duration(left_s),
             "time": now,
         }
-        tmp_path = f"{self.path}.tmp"
-        with open(tmp_path, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp_path, self.path)
+        write_json_atomically(record, self.path)
 
 
 def read_progress(run_dir: str) -> dict | None:

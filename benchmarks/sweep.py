@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from types import ModuleType
@@ -138,6 +139,11 @@ def flag_for(module: ModuleType, algo: str, key: str, value: str) -> list[str]:
         return [f"--{key}" if value.lower() == "true" else f"--no-{key}"]
     if value == "None" and "None" in kind:
         return [f"--{key}", "None"]
+    if kind.startswith("Literal["):
+        choices = typing.get_args(typing.get_type_hints(module.Args)[field.name])
+        if value not in choices:
+            fail(f"{key}={value}: {key} is one of {', '.join(choices)}")
+        return [f"--{key}", value]
     # A tuple's items are joined by x: hidden-sizes=512x256x128 is --hidden-sizes 512 256 128.
     items = value.split("x") if kind.startswith("tuple[") else [value]
     element = kind.removeprefix("tuple[")
@@ -207,6 +213,10 @@ def plan(options: argparse.Namespace) -> list[Run]:
                     module.check_args(module.tyro.cli(module.Args, args=run.start_flags()))
                 except SystemExit as error:
                     fail(f"{run.name}: {error}".replace(": error: ", ": "))
+    names = [run.name for run in runs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        fail(f"two runs would be {repeated[0]}: give each env and seed once (a length is not in the name)")
 
     for run in runs:
         # The lock alone is ours: a sweep takes it before writing the marker, and another sweep may
@@ -218,8 +228,11 @@ def plan(options: argparse.Namespace) -> list[Run]:
                     f"{run.run_dir} exists but benchmark.sh did not make it; "
                     "move it or use another --runs-dir"
                 )
-            with open(marker) as f:
-                made_by = json.load(f)
+            try:
+                with open(marker) as f:
+                    made_by = json.load(f)
+            except (OSError, ValueError) as error:
+                fail(f"{marker} cannot be read ({plumbing.first_line(error)}); move the run or fix it")
             if made_by != run.config():
                 fail(
                     f"{run.run_dir} was made by another configuration ({made_by}); "
@@ -242,8 +255,7 @@ def prepare(run: Run) -> None:
             if entry not in (MARKER, LOG, LOCK):
                 path = os.path.join(run.run_dir, entry)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    with open(os.path.join(run.run_dir, MARKER), "w") as f:
-        json.dump(run.config(), f, indent=2)
+    plumbing.write_json_atomically(run.config(), os.path.join(run.run_dir, MARKER), indent=2)
 
 
 RUNNING: set[subprocess.Popen] = set()  # the training processes of this sweep, for stop()
@@ -263,20 +275,29 @@ def run_one(run: Run, threads: int) -> tuple[int, str]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 1, "not run: another sweep is running it"
-        return run_locked(run, threads)
+        return run_locked(run, threads, lock.fileno())
 
 
-def run_locked(run: Run, threads: int) -> tuple[int, str]:
+def run_locked(run: Run, threads: int, lock_fd: int) -> tuple[int, str]:
     status = run.status()  # again: the other sweep may have finished it meanwhile
     if status == "finished":
         return 0, SKIPPED
+    if is_locked(os.path.join(run.run_dir, plumbing.RUN_LOCK)):
+        return 1, "not run: a process started outside this sweep is training it"
     prepare(run)
     command = run.command(threads)
     with open(os.path.join(run.run_dir, LOG), "a") as log:
         log.write(f"\n# started {time.time():.3f} ({time.ctime()})\n$ {shlex.join(command)}\n")
         log.flush()
+        # The training process holds the lock too: should this sweep die, no other starts the run
+        # again while it still runs.
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=thread_limited_env(threads), cwd=run.run_dir
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=thread_limited_env(threads),
+            cwd=run.run_dir,
+            pass_fds=(lock_fd,),
         )
         RUNNING.add(process)
         code = process.wait()
@@ -330,8 +351,12 @@ def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
 
 
 def is_running(run: Run) -> bool:
-    """Whether a sweep is running this run now: it holds the run's lock (see run_one)."""
-    path = os.path.join(run.run_dir, LOCK)
+    """Whether this run is running now: a sweep (or the training process it started) holds the
+    sweep's lock (see run_one), or a training process started by hand holds the run's own."""
+    return any(is_locked(os.path.join(run.run_dir, name)) for name in (LOCK, plumbing.RUN_LOCK))
+
+
+def is_locked(path: str) -> bool:
     if not os.path.exists(path):
         return False
     with open(path, "a") as lock:
@@ -434,6 +459,9 @@ def run_task(index: int, plan_path: str) -> int:
     with open(plan_path) as f:
         saved = json.load(f)
     run = Run(**saved["runs"][index])
+    # Slurm's warning before a time limit (--signal=B:TERM@...) reaches this process alone: pass
+    # it on, so the run writes its checkpoint before the kill.
+    signal.signal(signal.SIGTERM, lambda signum, frame: [p.send_signal(signum) for p in list(RUNNING)])
     code, outcome = run_one(run, threads=saved["threads"])
     print(f"{run.name}: {outcome}", flush=True)
     return code
@@ -484,13 +512,13 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     add(
         "--workers",
         type=int,
-        default=int(env("WORKERS", os.cpu_count() or 1)),
+        default=env("WORKERS", str(os.cpu_count() or 1)),  # a string: parsed (and checked) as the flag is
         help="runs at once (default: one per core, %(default)s)",
     )
     add(
         "--threads",
         type=int,
-        default=int(env("THREADS", "1")),
+        default=env("THREADS", "1"),
         help="torch threads of each local run (default: %(default)s; one run alone on the machine "
         "finishes sooner with one per core, several single-threaded runs do more steps in all)",
     )

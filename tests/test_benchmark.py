@@ -235,6 +235,9 @@ def test_a_label_names_the_set_flags_and_tuples_join_with_x(tmp_path):
         (["--grid", "gamma"], "'gamma' is not NAME=VALUE"),
         (["--grid", "gamma=0.9,"], "'gamma=0.9,' is not NAME=VALUE"),
         (["--grid", "gamma=abc"], "gamma takes a number"),
+        (["--grid", "activation=sigmoid", "--algos", "ppo"], "activation is one of tanh, relu, elu"),
+        (["--seeds", "1 1"], "give each env and seed once"),
+        (["--envs", "Hopper-v4@1000 Hopper-v4@2000"], "give each env and seed once"),
         (["--grid", "gae-lambda=0.9", "--algos", "sac"], "--gae-lambda is not a flag of sac_continuous.py"),
         (["--grid", "gama=0.9"], "did you mean gamma"),
         (["--grid", "seed=1,2"], "set by the sweep itself"),
@@ -250,6 +253,13 @@ def test_bad_input_is_one_line_before_anything_starts(tmp_path, flags, message):
     assert result.stderr.strip().startswith("error:") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_a_bad_number_of_workers_in_the_environment_is_the_flags_error(tmp_path):
+    command = ["bash", BENCHMARK, "--runs-dir", str(tmp_path / "r"), "--dry-run"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "WORKERS": "four"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("argument --workers: invalid int value: 'four'")
 
 
 def test_tiny_sweep_runs_in_parallel_skips_on_rerun_and_reports(tmp_path):
@@ -347,6 +357,66 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_the_others_go_on(tmp_path)
     saved = load_checkpoint(victim / "checkpoint.pt")["args"]
     assert saved["checkpoint_every"] == 64 and saved["threads"] == 2
     assert json.load(open(victim / "summary.json"))["global_step"] == 6400
+
+
+def test_a_run_whose_sweep_was_killed_is_not_started_twice(tmp_path):
+    # The training process holds the sweep's lock with it: killed alone, the sweep leaves a run
+    # that still runs, which --status calls running and no other sweep starts a second time.
+    runs_dir = tmp_path / "runs"
+    flags = tiny_sweep(runs_dir, "--workers", "1", "--no-report", "--set", TINY_PPO, seeds="1", steps=640000)
+    flags[flags.index("--envs") + 1] = "InvertedPendulum-v4"
+    run = runs_dir / "InvertedPendulum-v4__ppo__default__1"
+    first = benchmark(*flags, popen=True)
+    deadline = time.time() + 120
+    while not (run / PROGRESS).exists():
+        assert time.time() < deadline and first.poll() is None, "no progress"
+        time.sleep(0.2)
+    found = subprocess.run(["pgrep", "-f", "--", f"--run-name {run.name}"], capture_output=True, text=True)
+    training = int(found.stdout.split()[0])
+    first.kill()
+    first.wait()
+    try:
+        assert benchmark(*flags, "--status").stdout.split()[:2] == [run.name, "running"]
+        second = benchmark(*flags, check=False)
+        assert second.returncode == 1 and "another sweep is running it" in second.stdout
+    finally:
+        os.kill(training, signal.SIGKILL)
+
+
+def test_a_slurm_task_passes_sigterm_on_to_its_run(tmp_path):
+    # Slurm's warning before a time limit (--signal=B:TERM@...) reaches the task's own process,
+    # the sweep: it must reach the training process too, which checkpoints and exits.
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from dataclasses import asdict
+
+    import sweep
+
+    flags = ["--num-steps", "64", "--num-minibatches", "2", "--hidden-size", "16", "--eval-episodes", "0"]
+    run = sweep.Run("ppo", "InvertedPendulum-v4", 1, 640000, "default", flags, str(tmp_path))
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"threads": 1, "runs": [asdict(run)]}))
+    task = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "sweep.py"),
+            "--run-task",
+            "0",
+            "--plan",
+            str(plan),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(run.run_dir, PROGRESS)):
+        assert time.time() < deadline and task.poll() is None, "no progress"
+        time.sleep(0.2)
+    task.send_signal(signal.SIGTERM)
+    output, _ = task.communicate(timeout=120)
+    assert task.returncode == 128 + signal.SIGTERM and f"FAILED (exit {128 + signal.SIGTERM})" in output
+    assert "SIGTERM: checkpoint written" in open(os.path.join(run.run_dir, "benchmark.log")).read()
+    assert load_checkpoint(os.path.join(run.run_dir, "checkpoint.pt"))["global_step"] > 0
 
 
 def test_plot_averages_seeds_of_different_lengths_with_missing_points():

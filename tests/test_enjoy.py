@@ -385,6 +385,7 @@ def test_bad_input(sac_run, tmp_path):
     expect_error("no final_model.pt", paths=[empty_run])
     expect_error("no models/step_*.pt", paths=[empty_run], stages=2)
     expect_error("--eval-episodes must be at least 1", paths=[final], eval_episodes=0)
+    expect_error("cannot write", paths=[final], json=str(tmp_path / "no_such_dir" / "scores.json"))
 
 
 def test_a_crafted_pickle_is_refused_not_executed(tmp_path):

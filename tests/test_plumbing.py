@@ -338,6 +338,32 @@ def test_runs_dir_that_is_a_file_is_one_line(tmp_path):
     assert "is a file, not a directory" in error_of(plumbing.Run, args, "sac", None)
 
 
+def test_one_process_per_run_directory(tmp_path):
+    # A second process on the same run (the same --resume twice) would write the same checkpoint.
+    args = sac_continuous.Args(runs_dir=str(tmp_path), run_name="r")
+    first = plumbing.Run(args, "sac", None)
+    first.open_logs(0)
+    try:
+        script = (
+            "import plumbing, sac_continuous\n"
+            f"args = sac_continuous.Args(runs_dir={str(tmp_path)!r}, run_name='r')\n"
+            "plumbing.Run(args, 'sac', None).open_logs(0)\n"
+        )
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        import subprocess
+        import sys
+
+        second = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True)
+        assert second.returncode == 1 and second.stderr.strip().endswith(
+            "another process is training this run"
+        )
+    finally:
+        first.close()
+    again = plumbing.Run(args, "sac", None)  # closed, the run is free again
+    again.open_logs(0)
+    again.close()
+
+
 def test_signals_only_set_a_flag_and_are_restored(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     run = plumbing.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
