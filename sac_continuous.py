@@ -120,6 +120,8 @@ def check_args(args: Args) -> None:
         fail(f"--alpha (the initial entropy coefficient) must be positive with --autotune, got {args.alpha}")
     if args.batch_size > args.buffer_size:
         fail(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
+    if args.num_envs > args.buffer_size:  # one step of the envs would overwrite itself
+        fail(f"--num-envs {args.num_envs} is larger than --buffer-size {args.buffer_size}")
     if not args.save_model:
         fail("--no-save-model: this script always saves its models (final_model.pt, models/)")
 

@@ -411,6 +411,7 @@ def test_bad_hyperparameters_and_envs(tiny):
     expect_error(tiny(env_id="HalfCheeta-v4"), "unknown env id", "HalfCheetah-v4")
     expect_error(tiny(env_id="CartPole-v1"), "Box")
     expect_error(tiny(batch_size=512, buffer_size=100), "--batch-size 512 is larger than --buffer-size 100")
+    expect_error(tiny(num_envs=8, batch_size=4, buffer_size=5), "--num-envs 8 is larger than --buffer-size 5")
     expect_error(tiny(total_timesteps=-5), "--total-timesteps must be positive")
     expect_error(tiny(gamma=1.5), "--gamma")
     expect_error(tiny(alpha=0.0, autotune=True), "--alpha")
