@@ -510,7 +510,9 @@ def load_checkpoint(path: str, reader: str = "this project") -> dict:
     if not os.path.isfile(path):
         fail(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle's protocol warning: the error says enough
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupted, not a torch file, or unsafe to unpickle
         blocked = re.search(r"GLOBAL (\S+)", str(error))
         if blocked:  # the unpickler stopped before importing it, so nothing from the file ran

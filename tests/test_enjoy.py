@@ -3,6 +3,7 @@ camera, and bad input."""
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -425,6 +426,16 @@ def test_command_line(sac_run, tmp_path):
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines() == [
         f"error: no such checkpoint file or run directory: {tmp_path / 'missing.pt'}"
+    ]
+    # A plain pickle: torch's warning about its protocol is not printed above the one line.
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
+    bad = subprocess.run(
+        [sys.executable, "enjoy.py", "--checkpoint", str(plain)], cwd=REPO, capture_output=True, text=True
+    )
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines() == [
+        f"error: cannot read checkpoint {plain}: not a pickle of tensors and plain values"
     ]
 
 
