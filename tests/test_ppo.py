@@ -172,7 +172,7 @@ def start_ppo(args_list, **kwargs):
     return start(args_list, script="ppo_continuous.py", **kwargs)
 
 
-@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4"])
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4", "Humanoid-v4"])
 def test_sigterm_then_resume_continues_exactly(tiny_ppo, tmp_path, env_id):
     # Hopper falls often (episode boundaries everywhere); Pendulum is classic control.
     straight = tiny_ppo(
