@@ -508,4 +508,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(plumbing.command_line(Args))

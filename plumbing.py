@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import signal
+import sys
 import time
 import uuid
 import warnings
@@ -498,6 +499,38 @@ def write_json_atomically(record: Any, path: str, indent: int | None = None) -> 
     with open(tmp_path, "w") as f:
         json.dump(record, f, indent=indent)
     os.replace(tmp_path, path)
+
+
+def command_line(args_class: type, args: list[str] | None = None) -> Any:
+    """The scripts' flags through tyro, whose errors are boxes of many lines: a bad flag ends
+    with one line instead, the box's first part (--help is printed as tyro prints it)."""
+    import contextlib
+    import io
+
+    import tyro
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            parsed = tyro.cli(args_class, args=args)
+    except SystemExit as error:
+        if error.code:
+            fail(tyro_error_line(captured.getvalue()))
+        sys.stderr.write(captured.getvalue())
+        raise
+    sys.stderr.write(captured.getvalue())
+    return parsed
+
+
+def tyro_error_line(box: str) -> str:
+    """'Error parsing --gamma: ...' from the box tyro draws around an error and its help."""
+    lines = [line.strip().strip("│╭╮╰╯").strip() for line in box.strip().splitlines()]
+    body = []
+    for line in lines[1:]:
+        if not line.strip("─") or line.startswith("For full helptext"):
+            break
+        body.append(line)
+    return " ".join(body) or lines[0].strip("─ ") or "bad command line"
 
 
 def first_line(error: BaseException) -> str:

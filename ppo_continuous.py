@@ -20,7 +20,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn as nn
-import tyro
 
 import plumbing
 from plumbing import axis, fail, how
@@ -706,4 +705,4 @@ def train(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    train(tyro.cli(Args))
+    train(plumbing.command_line(Args))

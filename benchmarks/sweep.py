@@ -210,7 +210,7 @@ def plan(options: argparse.Namespace) -> list[Run]:
         for run in runs:
             if run.algo == algo:
                 try:
-                    module.check_args(module.tyro.cli(module.Args, args=run.start_flags()))
+                    module.check_args(plumbing.command_line(module.Args, run.start_flags()))
                 except SystemExit as error:
                     fail(f"{run.name}: {error}".replace(": error: ", ": "))
     names = [run.name for run in runs]

@@ -332,17 +332,23 @@ def test_crafted_pickle_is_refused_not_executed(tiny_ppo, tmp_path):
     assert not marker.exists()
 
 
-def test_command_line_errors_are_one_line():
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--env-id", "Walker2d-v9"], "unknown env id 'Walker2d-v9'"),
+        (["--total-timesteps", "abc"], "Error parsing --total-timesteps: invalid literal for int()"),
+        (["--no-such-flag", "3"], "Unrecognized options: --no-such-flag"),
+        (["--activation", "sigmoid"], "invalid choice 'sigmoid' for argument '--activation'"),
+    ],
+)
+def test_command_line_errors_are_one_line(flags, message):
+    # Not tyro's box of many lines, nor a traceback: the whole of stderr is the one line.
     result = subprocess.run(
-        [sys.executable, "ppo_continuous.py", "--env-id", "Walker2d-v9"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "ppo_continuous.py", *flags], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: unknown env id 'Walker2d-v9'") and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
 def test_non_finite_learning_rate_is_refused_before_anything_runs(tiny_ppo):
