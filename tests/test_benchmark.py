@@ -551,6 +551,19 @@ def test_publish_copies_the_chosen_finished_runs_and_reports(tmp_path):
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_plot_skips_a_crafted_file_without_running_it(tmp_path, capsys):
+    import plot
+    from tests.test_sac import crafted_checkpoint
+
+    run_dir = tmp_path / "by_hand"
+    run_dir.mkdir()
+    crafted, marker = crafted_checkpoint(tmp_path)
+    os.rename(crafted, run_dir / "final_model.pt")
+    assert plot.describe(str(run_dir)) is None and not marker.exists()
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith(f"warning: skipping {run_dir}")
+
+
 def test_plot_refuses_a_folder_without_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path)], capture_output=True, text=True

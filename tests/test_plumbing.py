@@ -134,7 +134,9 @@ def test_vector_env_states_and_reset_flags():
     assert len(states) == 2 and all(state is not None for state in states)
     done = np.array([True, False])
     assert plumbing.set_env_states(envs, states, done)
-    assert np.array_equal(envs._autoreset_envs, done)
+    # The vector env itself must know: env 0's next step is a reset step (reward 0, a new episode).
+    rewards = envs.step(np.zeros((2, 1), dtype=np.float32))[1]
+    assert rewards[0] == 0.0 and rewards[1] != 0.0
     assert not plumbing.set_env_states(envs, [None, None], done)  # nothing to restore: say so
     envs.close()
 

@@ -117,6 +117,33 @@ def test_truncation_bootstraps_and_termination_does_not(tiny):
     )
 
 
+def test_the_critic_target_bootstraps_unless_terminated():
+    # By hand: the next actions' log-probability 0.5, the target critics 10 and 12 (the min, 10,
+    # is taken), alpha 0.2, gamma 0.5. A row that was truncated (stored as not terminated) gets
+    # 1 + 0.5 * (10 - 0.2 * 0.5) = 5.95; a terminated row gets its reward, 1, alone.
+    from sac_continuous import Args, update_critic
+
+    class Actor(torch.nn.Module):
+        def forward(self, obs):
+            return torch.zeros(len(obs), 1), torch.full((len(obs),), 0.5)
+
+    class Constant(torch.nn.Module):  # Q-values that ignore their input
+        def __init__(self, values):
+            super().__init__()
+            self.values = torch.nn.Parameter(torch.tensor(values))
+
+        def forward(self, obs, actions):
+            return self.values
+
+    qf, qf_target = Constant([[0.0, 0.0], [0.0, 0.0]]), Constant([[10.0, 10.0], [12.0, 12.0]])
+    batch = (torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 1), torch.ones(2), torch.tensor([0.0, 1.0]))
+    optimizer = torch.optim.SGD(qf.parameters(), lr=0.0)
+    update_critic(Args(gamma=0.5), Actor(), qf, qf_target, optimizer, batch, torch.tensor(0.2))
+    # Each member's loss is the mean of (q - target)^2 over the batch, at q = 0: grad = -target.
+    targets = -qf.values.grad
+    assert torch.allclose(targets, torch.tensor([[5.95, 1.0], [5.95, 1.0]]))
+
+
 def test_actions_stay_inside_asymmetric_bounds(tiny):
     # The env raises on any action outside low=[-3, 0.5], high=[-1, 2]; the policy and the
     # random warm-up both act, and the evaluation too.
@@ -210,6 +237,7 @@ def test_checkpoint_round_trip(tiny):
     obs = torch.randn(5, 3)
     qf = critic_from(checkpoint)
     assert qf(obs, actor.deterministic(obs)).shape == (2, 5)
+    assert model["action_low"] == [-2.0] and model["action_high"] == [2.0]  # Pendulum's own bounds
     assert torch.all(actor.deterministic(obs).abs() <= 2.0)
 
 
@@ -255,6 +283,8 @@ def test_resume_without_buffer_refills_and_finishes(tiny, capsys):
     )
     assert summary["global_step"] == 900
     assert "refilling it for 200 steps" in capsys.readouterr().out
+    # Updates after step 200 of the first run (300), then none until the refill ends at 700 (200).
+    assert load(os.path.join(run_dir(first), "checkpoint.pt"))["rollout"]["update_count"] == 300 + 200
 
 
 def test_resume_without_buffer_on_a_reset_step_stores_before_it_updates(tiny, capsys):
@@ -299,14 +329,15 @@ def start(args_list, script="sac_continuous.py", **kwargs):
 
 
 def wait_for_step(path, step, process, timeout=300):
-    """Wait until the checkpoint at `path` has reached `step`."""
+    """Wait until the checkpoint at `path` has reached `step`. Every read while the run writes
+    must find a whole file (checkpoints are renamed into place): only a missing one is waited for."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert process.poll() is None, process.communicate()
         try:
             if load(path)["global_step"] >= step:
                 return
-        except (FileNotFoundError, RuntimeError, EOFError):
+        except FileNotFoundError:
             pass
         time.sleep(0.2)
     raise TimeoutError(path)
@@ -477,7 +508,7 @@ def crafted_checkpoint(directory):
 
 def test_crafted_pickle_is_refused_not_executed(tiny, tmp_path):
     crafted, marker = crafted_checkpoint(tmp_path)
-    expect_error(tiny(resume=str(crafted)), "cannot read checkpoint")
+    expect_error(tiny(resume=str(crafted)), "cannot read checkpoint", "refused to load", "system")
     assert not marker.exists()
 
 
