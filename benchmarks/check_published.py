@@ -5,7 +5,7 @@
 Each run directory's final_model.pt is played with enjoy.py's own code (its algorithm's loader,
 the run's own evaluation seeds, deterministic policy, no drawing), and the mean return must equal
 summary.json's final_eval_mean exactly. Exit status 0 only if every run matches. It takes a few
-minutes (41 runs, 10 episodes each).
+minutes (44 runs, 10 episodes each).
 """
 
 from __future__ import annotations
