@@ -84,7 +84,9 @@ def describe(run_dir: str) -> dict | None:
         return {"algo": checkpoint["algorithm"], "env_id": checkpoint["env_id"], "seed": args["seed"],
                 "setting": setting_from_args(checkpoint["algorithm"], args), "summary": summary}  # fmt: skip
     except Exception as error:  # a foreign or broken file: say so, and go on with the others
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        import plumbing
+
+        reason = plumbing.first_line(error)[:160]
         print(f"warning: skipping {run_dir}: {existing[0]} is not readable ({reason})", file=sys.stderr)
         return None
 

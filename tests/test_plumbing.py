@@ -6,6 +6,9 @@ import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +19,8 @@ import plumbing
 import ppo_continuous
 import sac_continuous
 from tests.test_sac import RunsCode
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def error_of(function, *args, **kwargs) -> str:
@@ -195,9 +200,6 @@ def test_env_workers_never_outlive_their_run():
     # Workers ignore SIGTERM (the parent needs their envs for its checkpoint), so the parent must
     # stop them itself: an error exit must not hang on them, and a parent killed outright must
     # not leave them behind.
-    import subprocess
-    import sys
-    import time
 
     script = (
         "import sys, time, plumbing\n"
@@ -206,9 +208,8 @@ def test_env_workers_never_outlive_their_run():
         "print(*[process.pid for process in envs.processes], flush=True)\n"
         "plumbing.fail('a bad input') if sys.argv[1] == 'fail' else time.sleep(60)\n"
     )
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [sys.executable, "-c", script]
-    failed = subprocess.run([*command, "fail"], cwd=repo, capture_output=True, text=True, timeout=60)
+    failed = subprocess.run([*command, "fail"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert failed.returncode == 1 and failed.stderr.strip() == "error: a bad input"
 
     def alive(pid: int) -> bool:
@@ -219,7 +220,7 @@ def test_env_workers_never_outlive_their_run():
         with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone, only not yet reaped
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
-    parent = subprocess.Popen([*command, "sleep"], cwd=repo, stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([*command, "sleep"], cwd=REPO, stdout=subprocess.PIPE, text=True)
     workers = [int(pid) for pid in parent.stdout.readline().split()]
     assert len(workers) == 2 and all(alive(pid) for pid in workers)
     parent.kill()
@@ -351,11 +352,8 @@ def test_one_process_per_run_directory(tmp_path):
             f"args = sac_continuous.Args(runs_dir={str(tmp_path)!r}, run_name='r')\n"
             "plumbing.Run(args, 'sac', None).open_logs(0)\n"
         )
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        import subprocess
-        import sys
 
-        second = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True)
+        second = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
         assert second.returncode == 1 and second.stderr.strip().endswith(
             "another process is training this run"
         )
