@@ -49,13 +49,25 @@ def setting_from_args(algorithm: str, saved_args: dict) -> str:
     defaults = script_defaults(algorithm)
     not_a_setting = plumbing.flags_with_role(training_script(algorithm).Args, "how", "axis")
     changed = [
-        f"{name.replace('_', '-')}={value}"
+        f"{name.replace('_', '-')}={spell(value)}"
         for name, value in saved_args.items()
         if name not in not_a_setting
         and name.replace("_", "-") in defaults
-        and str(value) != defaults[name.replace("_", "-")]
+        and not same_value(spell(value), defaults[name.replace("_", "-")])
     ]
     return ",".join(changed) or "default"
+
+
+def setting_from_flags(algorithm: str, flags: list[str]) -> str | None:
+    """The setting a sweep's recorded flags (benchmark.json) train, spelled as setting_from_args
+    spells it, --set flags included; None where today's script no longer reads them."""
+    import plumbing
+
+    try:
+        args = plumbing.command_line(training_script(algorithm).Args, flags)
+    except SystemExit:
+        return None
+    return setting_from_args(algorithm, vars(args))
 
 
 def describe(run_dir: str) -> dict | None:
@@ -65,7 +77,8 @@ def describe(run_dir: str) -> dict | None:
     if os.path.exists(marker_path):
         marker = json.load(open(marker_path))
         return {"algo": marker["algo"], "env_id": marker["env_id"], "seed": marker["seed"],
-                "setting": marker["setting"], "summary": summary}  # fmt: skip
+                "setting": marker["setting"], "summary": summary,
+                "trained": setting_from_flags(marker["algo"], marker["flags"])}  # fmt: skip
     # A run started by hand: its policy file knows how it was made.
     models = sorted(glob.glob(os.path.join(run_dir, "models", "*.pt")))
     candidates = [
@@ -110,16 +123,26 @@ def same_value(a: str, b: str) -> bool:
 
 
 def one_factor_families(
-    settings: list[str], defaults: dict[str, str]
+    settings: list[str], defaults: dict[str, str], label_values: dict[str, dict[str, str]] | None = None
 ) -> list[tuple[str, str, list[tuple[str, str]]]]:
     """Families of settings that differ in one flag only: (flag, what they share, [(value, setting)]).
 
     A flag a setting leaves out has its default value, so 'default', 'gamma=0.995' and
-    'gamma=0.9' are one family (gamma: 0.99, 0.995, 0.9).
+    'gamma=0.9' are one family (gamma: 0.99, 0.995, 0.9). In a setting with a --label, the label's
+    own values (label_values[label], its --set flags) stand in for the defaults: 'large-batch' and
+    'large-batch,norm-value=false' are a family (norm-value: the label's true, then false) even
+    though false is the script's default. Settings whose names differ in their label alone are a
+    family of that label ('default', 'large-batch').
     """
+    label_values = label_values or {}
 
     def value(config: dict[str, str], flag: str) -> str:
-        return config.get(flag, defaults.get(flag, "default" if flag == LABEL else "?"))
+        """The flag's value in a setting: as written, else its label's, else the default."""
+        if flag in config:
+            return config[flag]
+        if flag in label_values.get(config.get(LABEL, ""), {}):
+            return label_values[config[LABEL]][flag]
+        return defaults.get(flag, "default" if flag == LABEL else "?")
 
     configs = {setting: parse_setting(setting) for setting in settings}
     flags = sorted({flag for config in configs.values() for flag in config})
@@ -127,7 +150,12 @@ def one_factor_families(
     for flag in flags:
         by_rest: dict[tuple, list[str]] = defaultdict(list)
         for setting, config in configs.items():
-            rest = {other: value(config, other) for other in flags if other != flag}
+            # Labels differ in the values they stand for: across labels, compare the names ("" unset).
+            rest = {
+                other: value(config, other) if flag != LABEL else config.get(other, "")
+                for other in flags
+                if other != flag
+            }
             # Settings that agree on every other flag (up to the spelling of numbers) share a family.
             key = next(
                 (known for known in by_rest if all(same_value(rest[o], v) for o, v in known)),
@@ -139,7 +167,13 @@ def one_factor_families(
             distinct = [v for i, v in enumerate(values) if not any(same_value(v, w) for w in values[:i])]
             if len(distinct) < 2:
                 continue
-            shared = ",".join(f"{o}={v}" for o, v in rest if not same_value(v, defaults.get(o, "?")))
+            # What the members' names share: a label, not the values it stands for.
+            written = [{o: configs[m].get(o, "") for o, _ in rest} for m in members]
+            shared = ",".join(
+                f"{o}={v}"
+                for o, v in written[0].items()
+                if v and all(same_value(w[o], v) for w in written) and not same_value(v, defaults.get(o, "?"))
+            )
             pairs = sorted(zip(values, members, strict=True), key=lambda pair: sort_key(pair[0]))
             families.append((flag, shared or "default", pairs))
     return families
@@ -156,6 +190,8 @@ def spell(value) -> str:
     """A default as a user would type it: 'true', '0.99', and '3e-4' rather than '0.0003'."""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return "x".join(spell(item) for item in value)  # as a sweep spells it: 512x256x128
     if isinstance(value, float):
         mantissa, exponent = f"{value:e}".split("e")
         scientific = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
@@ -294,16 +330,31 @@ def seed_cells(runs: list[dict]) -> tuple[list[dict], dict[str, str]]:
     return finished, cells
 
 
+def mark(flag: str, value: str, setting: str, defaults: dict, label_values: dict) -> str:
+    """A family member's value, with ' (default)' on the script's default, or ' (<label>)' on its
+    label's own value where its label sets the flag."""
+    label = parse_setting(setting).get(LABEL, "")
+    if flag in label_values.get(label, {}):
+        return value + (f" ({label})" if same_value(value, label_values[label][flag]) else "")
+    return value + (" (default)" if same_value(value, defaults[flag]) else "")
+
+
 def study(groups: dict, out: str, tag: str, plt) -> list[str]:
     """A plot and a table row block per one-factor family (settings that differ in one flag)."""
     written, lines = [], []
     for algo, env_id in sorted({(algo, env_id) for algo, env_id, _ in groups}):
         settings = [setting for a, e, setting in groups if (a, e) == (algo, env_id)]
         defaults = script_defaults(algo)
-        for flag, shared, members in one_factor_families(settings, defaults):
-            labels = [
-                value + (" (default)" if same_value(value, defaults[flag]) else "") for value, _ in members
-            ]
+        # A label's values: the flags its runs were trained with, less those their grid set.
+        label_values: dict[str, dict[str, str]] = defaultdict(dict)
+        for setting in settings:
+            config, runs = parse_setting(setting), groups[algo, env_id, setting]
+            if LABEL in config and runs[0].get("trained"):
+                for key, value in parse_setting(runs[0]["trained"]).items():
+                    if key not in config:
+                        label_values[config[LABEL]].setdefault(key, value)
+        for flag, shared, members in one_factor_families(settings, defaults, label_values):
+            labels = [mark(flag, value, setting, defaults, label_values) for value, setting in members]
             curves = [
                 (f"{flag}={label}", groups[algo, env_id, setting])
                 for label, (_, setting) in zip(labels, members, strict=True)

@@ -458,6 +458,77 @@ def test_plot_finds_the_settings_that_differ_in_one_flag():
     }  # norm-obs=false,gamma=0.9 differs from every other setting in two flags: in no family
 
 
+def test_plot_families_inside_a_label_compare_with_the_labels_own_values():
+    sys.path.insert(0, REPO)
+    import plot
+
+    defaults = {"norm-value": "false", "kl-adaptive-lr": "0.0", "gamma": "0.99", "label": "default"}
+    label_values = {"large-batch": {"norm-value": "true", "kl-adaptive-lr": "8e-3", "gamma": "0.995"}}
+    settings = ["default", "large-batch", "large-batch,norm-value=false", "large-batch,kl-adaptive-lr=0",
+                "norm-value=true"]  # fmt: skip
+    found = plot.one_factor_families(settings, defaults, label_values)
+    families = {(flag, shared): pairs for flag, shared, pairs in found}
+    assert families == {
+        # false is the script's default, but not the label's: an ablation of the label's true
+        ("norm-value", "label=large-batch"): [
+            ("false", "large-batch,norm-value=false"),
+            ("true", "large-batch"),
+        ],
+        ("kl-adaptive-lr", "label=large-batch"): [
+            ("0", "large-batch,kl-adaptive-lr=0"),
+            ("8e-3", "large-batch"),
+        ],
+        ("norm-value", "default"): [("false", "default"), ("true", "norm-value=true")],
+        # the label's own family: its name alone differs (not its ablations, nor norm-value=true)
+        ("label", "default"): [("default", "default"), ("large-batch", "large-batch")],
+    }
+
+
+def test_plot_reads_the_setting_a_run_trained_with():
+    sys.path.insert(0, REPO)
+    import plot
+    import ppo_continuous
+
+    assert plot.setting_from_args("ppo", vars(ppo_continuous.Args())) == "default"
+    changed = {
+        **vars(ppo_continuous.Args()),
+        "hidden_sizes": [512, 256],
+        "learning_rate": 1e-3,
+        "norm_value": True,
+    }
+    assert plot.setting_from_args("ppo", changed) == "learning-rate=1e-3,hidden-sizes=512x256,norm-value=true"
+    flags = [
+        "--hidden-sizes",
+        "512",
+        "256",
+        "--no-anneal-lr",
+        "--env-workers",
+        "2",
+    ]  # env-workers: how, not what
+    assert plot.setting_from_flags("ppo", flags) == "anneal-lr=false,hidden-sizes=512x256"
+    assert plot.setting_from_flags("ppo", ["--no-such-flag"]) is None
+
+
+def test_plot_writes_the_ablation_of_a_labelled_recipe(tmp_path):
+    recipe = ["--num-envs", "4", "--norm-value"]
+    for seed in (1, 2):
+        fake_run(tmp_path, "Pendulum-v1", "default", seed, 100.0)
+        fake_run(tmp_path, "Pendulum-v1", "large-batch", seed, 300.0 + seed, flags=recipe)
+        fake_run(tmp_path, "Pendulum-v1", "large-batch,norm-value=false", seed, 200.0 + seed,
+                 flags=["--no-norm-value", "--num-envs", "4"])  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path), "--out", str(tmp_path / "report")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report" / "study" / "Pendulum-v1__ppo__norm-value__label=large-batch.png").exists()
+    study = (tmp_path / "report" / "study.md").read_text()
+    assert "### ppo Pendulum-v1: norm-value (all with label=large-batch)" in study
+    assert "| true (large-batch) | 2 | 301.5 ± 0.5 | 1: 301, 2: 302 |" in study
+    assert "| false | 2 | 201.5 ± 0.5 | 1: 201, 2: 202 |" in study
+    assert "| large-batch | 2 | 301.5 ± 0.5 |" in study and study.count("| large-batch |") == 1
+
+
 def test_plot_spells_the_defaults_as_a_user_types_them():
     sys.path.insert(0, REPO)
     import plot
@@ -469,8 +540,11 @@ def test_plot_spells_the_defaults_as_a_user_types_them():
     assert (defaults["learning-rate"], defaults["norm-obs"], defaults["gamma"]) == ("3e-4", "true", "0.99")
 
 
-def fake_run(runs_dir, env_id: str, setting: str, seed: int, final: float | None, algo: str = "ppo"):
-    """A run directory as benchmark.sh leaves it: events, marker, and (if finished) a summary."""
+def fake_run(
+    runs_dir, env_id: str, setting: str, seed: int, final: float | None, algo: str = "ppo", flags=()
+):
+    """A run directory as benchmark.sh leaves it: events, marker (with the flags it trained with),
+    and (if finished) a summary."""
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = runs_dir / f"{env_id}__{algo}__{setting}__{seed}"
@@ -479,7 +553,7 @@ def fake_run(runs_dir, env_id: str, setting: str, seed: int, final: float | None
     for step in (1000, 2000):
         writer.add_scalar("eval/episodic_return", (final or 0.0) * step / 2000, step)
     writer.close()
-    marker = {"algo": algo, "env_id": env_id, "seed": seed, "setting": setting}
+    marker = {"algo": algo, "env_id": env_id, "seed": seed, "setting": setting, "flags": list(flags)}
     (run_dir / "benchmark.json").write_text(json.dumps(marker))
     (run_dir / "final_model.pt").write_bytes(b"weights")
     if final is not None:
