@@ -76,9 +76,11 @@ def describe(run_dir: str) -> dict | None:
     summary = json.load(open(summary_path)) if os.path.exists(summary_path) else None
     if os.path.exists(marker_path):
         marker = json.load(open(marker_path))
+        # Only a label's families need what its --set flags were (a parse of the flags per run).
+        labelled = LABEL in parse_setting(marker["setting"])
+        trained = setting_from_flags(marker["algo"], marker["flags"]) if labelled else None
         return {"algo": marker["algo"], "env_id": marker["env_id"], "seed": marker["seed"],
-                "setting": marker["setting"], "summary": summary,
-                "trained": setting_from_flags(marker["algo"], marker["flags"])}  # fmt: skip
+                "setting": marker["setting"], "summary": summary, "trained": trained}  # fmt: skip
     # A run started by hand: its policy file knows how it was made.
     models = sorted(glob.glob(os.path.join(run_dir, "models", "*.pt")))
     candidates = [
