@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import logging
 import math
 import os
 import sys
@@ -215,9 +216,18 @@ def script_defaults(algorithm: str) -> dict[str, str]:
     return {**defaults, LABEL: "default"}  # runs without a sweep's --label
 
 
+def not_a_resume_purge(record: logging.LogRecord) -> bool:
+    """TensorBoard warns when a resumed run's file drops the steps the earlier session wrote after
+    its checkpoint; here that is the point (the resume's values win), not news."""
+    return not record.getMessage().startswith("Detected out of order event.step")
+
+
 def read_curve(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    tensorboard_log = logging.getLogger("tensorboard")
+    if not_a_resume_purge not in tensorboard_log.filters:
+        tensorboard_log.addFilter(not_a_resume_purge)
     events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     events.Reload()
     if tag not in events.Tags()["scalars"]:

@@ -5,7 +5,13 @@
 Each run directory's final_model.pt is played with enjoy.py's own code (its algorithm's loader,
 the run's own evaluation seeds, deterministic policy, no drawing), and the mean return must equal
 summary.json's final_eval_mean exactly. Exit status 0 only if every run matches. It takes a few
-minutes (44 runs, 10 episodes each).
+minutes (59 runs, 10 episodes each).
+
+Exactly, that is, on the kind of CPU that ran the final evaluation: another kind rounds the
+policy's arithmetic differently, and a chaotic episode then drifts to another return. A line that
+differs says which CPU the run recorded for its last session (summary.json's "sessions", which
+newer runs write), so a difference on the run's own kind of CPU, which no rounding explains,
+stands out.
 """
 
 from __future__ import annotations
@@ -18,6 +24,17 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import enjoy  # noqa: E402  (from the repository root, above)
+import plumbing  # noqa: E402
+
+
+def where_evaluated(summary: dict, here: str) -> str:
+    """What a differing line adds: the CPU that ran the run's final evaluation, against this one."""
+    ran_on = (summary.get("sessions") or [{}])[-1].get("cpu")
+    if not ran_on:
+        return f" (its CPU is not recorded; this CPU: {here})"
+    if ran_on == here:
+        return f" (on its own kind of CPU, {here}: not a matter of rounding)"
+    return f" (evaluated on {ran_on}; this CPU: {here})"
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +46,7 @@ def main(argv: list[str]) -> int:
     )
     if not runs:
         raise SystemExit(f"error: no run directories with a final_model.pt in {folder}")
-    mismatches, started = 0, time.time()
+    mismatches, started, here = 0, time.time(), plumbing.cpu_name()
     for run in runs:
         summary = json.load(open(os.path.join(run, "summary.json")))
         expected, episodes = summary["final_eval_mean"], summary["final_eval_episodes"]
@@ -46,6 +63,7 @@ def main(argv: list[str]) -> int:
         mismatches += not same
         print(
             f"{'ok  ' if same else 'DIFF'} {os.path.basename(run)}: {scored:.4f} (run's own: {expected:.4f})"
+            + ("" if same else where_evaluated(summary, here))
         )
     took = time.time() - started
     print(f"{len(runs) - mismatches} of {len(runs)} score exactly their final evaluation ({took:.0f} s)")

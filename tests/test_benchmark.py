@@ -686,3 +686,67 @@ def test_slurm_array_runs_each_run_as_a_task_and_skips_finished_ones(tmp_path, s
 
     again = subprocess.run(["bash", BENCHMARK, *flags], capture_output=True, text=True, env=slurm_cluster)
     assert again.returncode == 0 and "all runs have finished; nothing to submit" in again.stdout
+
+
+def fake_sac_logs(run_dir, loss_at, steps=range(1000, 300001, 1000), purge_step=None):
+    """A SAC run's training scalars, one point every 1000 steps, the critics' loss given by loss_at."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+    for step in steps:
+        writer.add_scalar("losses/qf_loss", loss_at(step), step)
+        writer.add_scalar("losses/qf1_values", 100.0 + step / 1000, step)
+        writer.add_scalar("losses/alpha", 0.05, step)
+        writer.add_scalar("charts/episodic_return", 1000.0, step)
+    writer.close()
+
+
+CRITIC_HEALTH = os.path.join(REPO, "benchmarks", "critic_health.py")
+
+
+def critic_health(*flags):
+    return subprocess.run(
+        [sys.executable, CRITIC_HEALTH, *map(str, flags)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_critic_health_finds_a_planted_divergence_and_not_a_slow_climb(tmp_path):
+    def climb(step):  # the loss doubles over the run, with some wobble, and never breaks away
+        return 10.0 + step / 30000 + (3.0 if step % 7000 == 0 else 0.0)
+
+    def planted(step):  # and, from 200k to 240k, 20 times as high
+        return climb(step) * (20.0 if 200000 <= step < 240000 else 1.0)
+
+    healthy, broken = tmp_path / "healthy", tmp_path / "broken"
+    fake_sac_logs(healthy, climb)
+    fake_sac_logs(broken, planted)
+    result = critic_health(healthy, broken)
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.split("\n\n")
+    assert "no divergence" in first and "diverged" not in first
+    assert "critic diverged at 200,000-220,000" in second
+    assert "back under 1.5x its baseline: from 240,000" in second
+    assert second.count("diverged") == 1
+
+
+def test_critic_health_reads_a_resumed_run_as_the_resume_wrote_it(tmp_path):
+    # The first session logged a blow-up after its last checkpoint (150k) and was killed; the
+    # resume rewrote those steps. Only the rewritten steps count, and TensorBoard's purge is quiet.
+    run_dir = tmp_path / "resumed"
+    fake_sac_logs(run_dir, lambda step: 10.0 if step < 150000 else 500.0, steps=range(1000, 200001, 1000))
+    time.sleep(1.1)  # a new event file name (its name holds the second it was opened)
+    fake_sac_logs(run_dir, lambda step: 10.0, steps=range(150001, 300001, 1000), purge_step=150001)
+    result = critic_health(run_dir)
+    assert result.returncode == 0 and "no divergence" in result.stdout, result.stdout + result.stderr
+    assert "out of order" not in result.stderr
+
+
+def test_critic_health_says_in_one_line_what_it_cannot_read(tmp_path):
+    fake_run(tmp_path, "Hopper-v4", "default", 1, 100.0)  # eval/episodic_return only
+    for target, message in [
+        (tmp_path / "missing", "is not a run directory with TensorBoard files"),
+        (tmp_path / "Hopper-v4__ppo__default__1", "has no losses/qf_loss"),
+    ]:
+        result = critic_health(target)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -4,6 +4,7 @@ camera, and bad input."""
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import torch
 from PIL import Image, ImageSequence
 
 import enjoy
+import plumbing
 import ppo_continuous
 import sac_continuous
 from tests.conftest import TINY_PPO, TINY_SAC, args_factory
@@ -477,3 +479,38 @@ def test_load_policy_takes_one_observation_or_a_batch(module, request):
         (ppo_continuous if module is sac_continuous else sac_continuous).load_policy(
             os.path.join(run_dir, "final_model.pt")
         )
+
+
+def test_check_published_says_which_cpu_a_differing_run_was_evaluated_on(sac_run, tmp_path):
+    # Four copies of one run: as it is, and with a final evaluation it cannot score, recorded as
+    # made on another CPU, on an unrecorded one, and on this one (which rounding cannot explain).
+    run_dir, _ = sac_run
+    folder = tmp_path / "published"
+    recorded_cpu = {
+        "as_is": None,
+        "other_cpu": "Some Other CPU",
+        "unrecorded": "",
+        "own_cpu": plumbing.cpu_name(),
+    }
+    for name, cpu in recorded_cpu.items():
+        shutil.copytree(run_dir, folder / name)
+        summary = json.loads((folder / name / "summary.json").read_text())
+        if cpu is not None:
+            summary["final_eval_mean"] += 1.0
+            if cpu:
+                summary["sessions"][-1]["cpu"] = cpu
+            else:
+                del summary["sessions"]
+        (folder / name / "summary.json").write_text(json.dumps(summary))
+    check = os.path.join(REPO, "benchmarks", "check_published.py")
+    result = subprocess.run([sys.executable, check, str(folder)], capture_output=True, text=True, timeout=300)
+    lines = {
+        line.split()[1].rstrip(":"): line
+        for line in result.stdout.splitlines()
+        if line[:4] in ("ok  ", "DIFF")
+    }
+    assert result.returncode == 1 and "1 of 4 score exactly" in result.stdout, result.stdout + result.stderr
+    assert lines["as_is"].startswith("ok ")
+    assert f"(evaluated on Some Other CPU; this CPU: {plumbing.cpu_name()})" in lines["other_cpu"]
+    assert "(its CPU is not recorded;" in lines["unrecorded"]
+    assert "on its own kind of CPU" in lines["own_cpu"]
