@@ -212,15 +212,27 @@ def make_vector_env(
     probe.close()
     if workers:
         return EnvWorkers(env_id, num_envs, needs, bounded, workers, probe)
-    vector_env = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
-    return vector_env([lambda: make_env(env_id, needs, bounded=bounded) for _ in range(num_envs)])
+    env_fns = [lambda: make_env(env_id, needs, bounded=bounded) for _ in range(num_envs)]
+    if not asynchronous:
+        return gym.vector.SyncVectorEnv(env_fns)
+    # A terminal's Ctrl-C reaches the whole process group. AsyncVectorEnv's workers would die of
+    # it, and the parent needs them for the checkpoint it writes then: they start with SIGINT
+    # ignored (inherited, by fork or exec). SIGTERM stays theirs: their close(terminate=True) uses it.
+    parents_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return gym.vector.AsyncVectorEnv(env_fns)
+    finally:
+        signal.signal(signal.SIGINT, parents_handler)
 
 
-def _env_worker(pipe, env_id: str, needs: str, bounded: bool, count: int, parent: int) -> None:
+def _env_worker(pipe, env_id: str, needs: str, bounded: bool, count: int) -> None:
     """A subprocess of EnvWorkers: a SyncVectorEnv of `count` envs, driven over `pipe`."""
     # Ctrl-C and SIGTERM are the parent's to handle: it still needs these envs for its checkpoint.
     # So the parent stops its workers itself (EnvWorkers.close), and a worker whose parent was
     # killed outright leaves by itself: the pipe need not tell it (forked siblings hold its ends).
+    # Its parent is the training process (fork, spawn) or multiprocessing's forkserver, which
+    # leaves with it; either way, once the parent is gone, the worker is someone else's child.
+    parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id, needs, bounded=bounded) for _ in range(count)])
@@ -276,7 +288,7 @@ class EnvWorkers:
         for count in self.counts:
             parent_end, child_end = context.Pipe()
             process = context.Process(
-                target=_env_worker, args=(child_end, env_id, needs, bounded, count, os.getpid()), daemon=True
+                target=_env_worker, args=(child_end, env_id, needs, bounded, count), daemon=True
             )
             process.start()
             child_end.close()

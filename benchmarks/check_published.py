@@ -16,6 +16,7 @@ stands out.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -38,7 +39,13 @@ def where_evaluated(summary: dict, here: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    folder = argv[0] if argv else os.path.join(REPO, "runs", "published")
+    parser = argparse.ArgumentParser(
+        description="Does each published agent score its run's final evaluation?"
+    )
+    parser.add_argument("folder", nargs="?", default=os.path.join(REPO, "runs", "published"))
+    folder = parser.parse_args(argv).folder
+    if not os.path.isdir(folder):
+        raise SystemExit(f"error: {folder} is not a directory")
     runs = sorted(
         entry.path
         for entry in os.scandir(folder)

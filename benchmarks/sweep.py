@@ -478,7 +478,7 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         prog="bash benchmark.sh",
         description="Sweep algorithms x envs x seeds x grid settings, locally or as one Slurm array "
         "job, then plot and tabulate. Each option also reads its environment variable (ALGOS, ENVS, "
-        "SEEDS, STEPS, GRID, SET, WORKERS, THREADS, RUNS_DIR); a flag wins over the variable.",
+        "SEEDS, STEPS, GRID, SET, LABEL, WORKERS, THREADS, RUNS_DIR); a flag wins over the variable.",
         epilog='example: ALGOS=ppo SEEDS="1 2" bash benchmark.sh --grid "gamma=0.99,0.995"',
     )
     add = parser.add_argument

@@ -196,21 +196,27 @@ def test_env_workers_states_round_trip():
         envs.close()
 
 
-def test_env_workers_never_outlive_their_run():
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_env_workers_never_outlive_their_run(start_method):
     # Workers ignore SIGTERM (the parent needs their envs for its checkpoint), so the parent must
     # stop them itself: an error exit must not hang on them, and a parent killed outright must
-    # not leave them behind.
-
+    # not leave them behind. Whatever multiprocessing starts them with (forkserver is Python
+    # 3.14's default on Linux), an idle worker must not take its parent for gone.
     script = (
-        "import sys, time, plumbing\n"
+        "import multiprocessing, sys, time, numpy, plumbing\n"
+        "multiprocessing.set_start_method(sys.argv[2])\n"
         "envs = plumbing.make_vector_env('Pendulum-v1', 2, 'this test', workers=2)\n"
         "envs.reset(seed=0)\n"
+        "time.sleep(2.5)\n"  # idle: a worker looks for its parent once a second
+        "envs.step(numpy.zeros((2, 1), dtype=numpy.float32))\n"
         "print(*[process.pid for process in envs.processes], flush=True)\n"
         "plumbing.fail('a bad input') if sys.argv[1] == 'fail' else time.sleep(60)\n"
     )
     command = [sys.executable, "-c", script]
-    failed = subprocess.run([*command, "fail"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert failed.returncode == 1 and failed.stderr.strip() == "error: a bad input"
+    failed = subprocess.run(
+        [*command, "fail", start_method], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert failed.returncode == 1 and failed.stderr.strip() == "error: a bad input", failed.stderr
 
     def alive(pid: int) -> bool:
         try:
@@ -220,7 +226,7 @@ def test_env_workers_never_outlive_their_run():
         with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone, only not yet reaped
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
-    parent = subprocess.Popen([*command, "sleep"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([*command, "sleep", start_method], cwd=REPO, stdout=subprocess.PIPE, text=True)
     workers = [int(pid) for pid in parent.stdout.readline().split()]
     assert len(workers) == 2 and all(alive(pid) for pid in workers)
     parent.kill()

@@ -526,6 +526,20 @@ def test_env_workers_give_the_same_numbers_as_one_process(tiny_ppo):
     expect_error(tiny_ppo(reward_scale=0.0), "--reward-scale must be positive", run=train)
 
 
+def test_ctrl_c_with_async_envs_writes_a_checkpoint(tmp_path):
+    # The same Ctrl-C with AsyncVectorEnv: its workers must leave the signal to the parent too (a
+    # worker that dies of it takes the parent's checkpoint with it: a traceback, nothing written).
+    extra = {"num-envs": 2, "num-steps": 64}
+    checkpoint = str(tmp_path / "run" / "checkpoint.pt")
+    command = [*flags("Hopper-v4", str(tmp_path), 8192, **extra), "--async-envs"]
+    process = start_ppo(command, start_new_session=True)
+    wait_for_step(checkpoint, 1024, process)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT and "--resume" in out, err
+    assert "Traceback" not in err and 1024 <= load(checkpoint)["global_step"] < 8192
+
+
 def test_ctrl_c_with_env_workers_saves_their_envs_and_resumes_exactly(tiny_ppo, tmp_path):
     # A terminal's Ctrl-C reaches the whole process group: the workers must leave it to the
     # parent, which still needs their envs' states for the checkpoint it writes.
