@@ -621,8 +621,29 @@ def policy_record(args: Any, algorithm: str, envs: gym.vector.VectorEnv, global_
     }
 
 
-def args_for_resume(cli_args: Any, checkpoint: dict, path: str, algorithm: str) -> Any:
-    """The run continues with its saved settings; a flag that contradicts them is an error."""
+def given_flags(args_class: type, argv: list[str] | None = None) -> set[str]:
+    """The fields a command line (this process's, by default) sets, by name (`--total-timesteps 5`,
+    `--total_timesteps=5`, `--no-save-buffer`). On a resume these win over the checkpoint, even at
+    their defaults."""
+    names = {field.name.replace("_", "-"): field.name for field in dataclasses.fields(args_class)}
+    given = set()
+    for token in sys.argv[1:] if argv is None else argv:
+        if not token.startswith("--"):
+            continue
+        name = token[2:].split("=", 1)[0].replace("_", "-")
+        if name not in names and name.startswith("no-"):
+            name = name[3:]
+        if name in names:
+            given.add(names[name])
+    return given
+
+
+def args_for_resume(
+    cli_args: Any, checkpoint: dict, path: str, algorithm: str, given: set[str] | None = None
+) -> Any:
+    """The run continues with its saved settings; a flag that contradicts them is an error.
+    `given`: the fields the command line set (given_flags); without it (Args built in Python), a
+    field counts as given where it differs from its default."""
     if checkpoint["algorithm"] != algorithm:
         fail(
             f"{path} is a {checkpoint['algorithm']} checkpoint; "
@@ -635,14 +656,17 @@ def args_for_resume(cli_args: Any, checkpoint: dict, path: str, algorithm: str) 
     known = {field.name for field in dataclasses.fields(args_class)}
     saved = {name: value for name, value in checkpoint["args"].items() if name in known}
     defaults, may_change = args_class(), resumable_flags(args_class)
+
+    def was_given(name: str) -> bool:
+        return name in given if given is not None else getattr(cli_args, name) != getattr(defaults, name)
+
     for field in dataclasses.fields(args_class):
-        given, name = getattr(cli_args, field.name), field.name
-        if name in may_change or given == getattr(defaults, name) or given == saved.get(name):
+        value, name = getattr(cli_args, field.name), field.name
+        if name in may_change or not was_given(name) or value == saved.get(name):
             continue
-        fail(f"{path} was trained with {flag(name)} {saved.get(name)}, not {given}")
-    # The flags a resume may change keep their saved values unless given (non-default) now.
-    changed = {name: getattr(cli_args, name) for name in may_change}
-    changed = {name: value for name, value in changed.items() if value != getattr(defaults, name)}
+        fail(f"{path} was trained with {flag(name)} {saved.get(name)}, not {value}")
+    # The flags a resume may change keep their saved values unless given now.
+    changed = {name: getattr(cli_args, name) for name in may_change if was_given(name)}
     return args_class(**{**saved, **changed, "resume": cli_args.resume})
 
 

@@ -556,13 +556,15 @@ def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normaliz
 # ---------------------------------------------------------------------------------------------
 
 
-def train(args: Args) -> dict:
+def train(args: Args, given_flags: set[str] | None = None) -> dict:
+    """Train, or with `args.resume` continue a run; `given_flags` (plumbing.given_flags) are the
+    flags the command line set, which a resume takes even at their defaults."""
     # Subnormal floats are ~30x slower on x86; flushing them must precede torch's worker threads.
     torch.set_flush_denormal(True)
     checkpoint = None
     if args.resume:
         checkpoint = plumbing.load_checkpoint(args.resume)
-        args = plumbing.args_for_resume(args, checkpoint, args.resume, ALGORITHM)
+        args = plumbing.args_for_resume(args, checkpoint, args.resume, ALGORITHM, given_flags)
     check_args(args)
     device = plumbing.set_up_torch(args)
     batch_size = args.num_envs * args.num_steps
@@ -705,4 +707,4 @@ def train(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    train(plumbing.command_line(Args))
+    train(plumbing.command_line(Args), plumbing.given_flags(Args))

@@ -434,7 +434,9 @@ def check_finite(run, finite_log: torch.Tensor, state: LoopState, num_envs: int,
 # ---------------------------------------------------------------------------------------------
 
 
-def train(args: Args) -> dict:
+def train(args: Args, given_flags: set[str] | None = None) -> dict:
+    """Train, or with `args.resume` continue a run; `given_flags` (plumbing.given_flags) are the
+    flags the command line set, which a resume takes even at their defaults."""
     # Adam moments of dead ReLU units decay into subnormal floats within a thousand updates, and
     # x86 computes on those ~30x slower. Flushing them to zero must come before torch starts its
     # worker threads, which inherit the setting.
@@ -442,7 +444,7 @@ def train(args: Args) -> dict:
     checkpoint = None
     if args.resume:
         checkpoint = plumbing.load_checkpoint(args.resume)
-        args = plumbing.args_for_resume(args, checkpoint, args.resume, ALGORITHM)
+        args = plumbing.args_for_resume(args, checkpoint, args.resume, ALGORITHM, given_flags)
     check_args(args)
     device = plumbing.set_up_torch(args)
 
@@ -572,4 +574,4 @@ def train(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    train(plumbing.command_line(Args))
+    train(plumbing.command_line(Args), plumbing.given_flags(Args))

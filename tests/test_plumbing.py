@@ -336,6 +336,28 @@ def test_resume_merges_saved_and_given_flags():
     assert "policy only" in error_of(plumbing.args_for_resume, given, policy_only, "r/checkpoint.pt", "sac")
 
 
+def test_a_flag_given_on_the_command_line_counts_even_at_its_default():
+    # A 500-step run lengthened to the default total (1M here), and its buffer no longer saved:
+    # both values are defaults, so only the command line can tell that they were asked for.
+    saved = dataclasses.asdict(sac_continuous.Args(total_timesteps=500, save_buffer=True, gamma=0.98))
+    checkpoint = {"algorithm": "sac", "kind": "training", "args": saved}
+    argv = ["--resume", "r/checkpoint.pt", "--total_timesteps=1000000", "--no-save-buffer", "--no-cuda"]
+    given = plumbing.given_flags(sac_continuous.Args, argv)
+    assert given == {"resume", "total_timesteps", "save_buffer", "cuda"}
+    cli_args = sac_continuous.Args(resume="r/checkpoint.pt", cuda=False)
+    args = plumbing.args_for_resume(cli_args, checkpoint, "r/checkpoint.pt", "sac", given)
+    assert (args.total_timesteps, args.save_buffer, args.cuda, args.gamma) == (1_000_000, False, False, 0.98)
+    # Without the command line (Args built in Python), a default value reads as not given.
+    args = plumbing.args_for_resume(cli_args, checkpoint, "r/checkpoint.pt", "sac")
+    assert (args.total_timesteps, args.save_buffer) == (500, True)
+    # And a flag that may not change is refused even at its default, once it was given.
+    gamma_given = plumbing.given_flags(
+        sac_continuous.Args, ["--resume", "r/checkpoint.pt", "--gamma", "0.99"]
+    )
+    message = error_of(plumbing.args_for_resume, cli_args, checkpoint, "r/checkpoint.pt", "sac", gamma_given)
+    assert "trained with --gamma 0.98, not 0.99" in message
+
+
 # --------------------------------------------------------------------------------------------
 # The run: directory, signals, progress
 # --------------------------------------------------------------------------------------------

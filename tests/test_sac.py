@@ -328,6 +328,19 @@ def start(args_list, script="sac_continuous.py", **kwargs):
     )
 
 
+def test_a_resume_takes_a_flag_given_at_its_default(tiny):
+    # --no-save-buffer is the default: given on the command line, it stops saving a run's buffer.
+    args = tiny(total_timesteps=300, save_buffer=True)
+    train(args)
+    checkpoint = os.path.join(args.runs_dir, args.run_name, "checkpoint.pt")
+    assert "buffer" in load(checkpoint)
+    process = start(["--resume", checkpoint, "--total-timesteps", "400", "--no-save-buffer"])
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    resumed = load(checkpoint)
+    assert resumed["global_step"] == 400 and not resumed["args"]["save_buffer"] and "buffer" not in resumed
+
+
 def wait_for_step(path, step, process, timeout=300):
     """Wait until the checkpoint at `path` has reached `step`. Every read while the run writes
     must find a whole file (checkpoints are renamed into place): only a missing one is waited for."""
