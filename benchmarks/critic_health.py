@@ -39,7 +39,7 @@ def windows(run_dir: str, window: int) -> tuple[list[dict], int]:
     curves = {
         tag: plot.read_curve(run_dir, tag) for tag in (LOSS, Q_VALUES, ALPHA, TRAIN_RETURN, EVAL_RETURN)
     }
-    loss_steps, loss_values = curves[LOSS]
+    loss_steps = curves[LOSS][0]
     if not len(loss_steps):
         raise SystemExit(f"error: {run_dir} has no {LOSS} in its TensorBoard files (not a SAC run?)")
 
