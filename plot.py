@@ -1,6 +1,6 @@
 """Convergence plots and a results table from run directories (benchmark.sh calls it after a sweep).
 
-    python plot.py runs/                         # every run under runs/, into runs/report/
+    python plot.py runs/                         # every run in runs/ (runs/<run>), into runs/report/
     python plot.py runs/ --out docs/ --tag charts/episodic_return
 
 Runs with the same algorithm, env and setting are the seeds of one curve: the mean over seeds
@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from collections import defaultdict
 
@@ -33,11 +34,16 @@ def fail(message: str) -> None:
 
 
 def find_run_dirs(paths: list[str]) -> list[str]:
+    """Each path is a run directory (it holds TensorBoard files) or a folder of them, one level
+    down, as the scripts' --runs-dir lays them out. Not deeper: runs/published/ and runs/sac_study/
+    are folders of runs of their own, and `plot.py runs/` must not count them as seeds beside yours."""
     found = set()
     for path in paths:
         if not os.path.isdir(path):
             fail(f"{path} is not a directory")
-        for events in glob.glob(os.path.join(path, "**", "events.out.tfevents.*"), recursive=True):
+        for events in glob.glob(os.path.join(glob.escape(path), "events.out.tfevents.*")) + glob.glob(
+            os.path.join(glob.escape(path), "*", "events.out.tfevents.*")
+        ):
             found.add(os.path.dirname(events))
     return sorted(found)
 
@@ -71,17 +77,69 @@ def setting_from_flags(algorithm: str, flags: list[str]) -> str | None:
     return setting_from_args(algorithm, vars(args))
 
 
+def skip(run_dir: str, reason: str) -> None:
+    print(f"warning: skipping {run_dir}: {reason}", file=sys.stderr)
+
+
+def checked(run: dict, run_dir: str) -> dict | None:
+    """The run as describe() read it, if its files hold what a plot needs, of the types it needs:
+    a file names the module plot.py imports (the algorithm) and the names of the files it writes
+    (the env id), so neither may be anything but ours."""
+    summary = run["summary"]
+    finished = isinstance(summary, dict) and summary.get("final_eval_mean") is not None
+    number = (int, float)
+    problems = [
+        (run["algo"] not in ALGORITHMS, f"unknown algorithm {str(run['algo'])[:40]!r}"),
+        (
+            not isinstance(run["env_id"], str) or not re.fullmatch(r"[\w.:-]+", run["env_id"]),
+            f"env id {str(run['env_id'])[:40]!r} is not a name",
+        ),
+        (
+            not isinstance(run["seed"], int) or not isinstance(run["setting"], str),
+            "a seed or setting of the wrong type",
+        ),
+        (summary is not None and not isinstance(summary, dict), "summary.json is not an object"),
+        (
+            finished
+            and not (
+                isinstance(summary["final_eval_mean"], number)
+                and isinstance(summary.get("seed"), int)
+                and isinstance(summary.get("global_step"), int)
+                and isinstance(summary.get("wall_clock_s", 0), number)
+            ),
+            "summary.json's final_eval_mean, seed, global_step or wall_clock_s is not a number",
+        ),
+    ]
+    for bad, reason in problems:
+        if bad:
+            skip(run_dir, reason)
+            return None
+    return run
+
+
 def describe(run_dir: str) -> dict | None:
     """algorithm, env, seed and setting of a run, or None for a directory that is not one of ours."""
     summary_path, marker_path = os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "benchmark.json")
-    summary = json.load(open(summary_path)) if os.path.exists(summary_path) else None
-    if os.path.exists(marker_path):
-        marker = json.load(open(marker_path))
+    try:
+        summary = json.load(open(summary_path)) if os.path.exists(summary_path) else None
+        marker = json.load(open(marker_path)) if os.path.exists(marker_path) else None
+    except (OSError, ValueError) as error:
+        return skip(run_dir, f"unreadable JSON ({str(error)[:120]})")
+    if marker is not None:
+        try:
+            run = {"algo": marker["algo"], "env_id": marker["env_id"], "seed": marker["seed"],
+                   "setting": marker["setting"], "summary": summary}  # fmt: skip
+        except (KeyError, TypeError):
+            return skip(run_dir, "benchmark.json lacks algo, env_id, seed or setting")
+        if checked(run, run_dir) is None:
+            return None
         # Only a label's families need what its --set flags were (a parse of the flags per run).
         labelled = LABEL in parse_setting(marker["setting"])
-        trained = setting_from_flags(marker["algo"], marker["flags"]) if labelled else None
-        return {"algo": marker["algo"], "env_id": marker["env_id"], "seed": marker["seed"],
-                "setting": marker["setting"], "summary": summary, "trained": trained}  # fmt: skip
+        flags = marker.get("flags", [])
+        if labelled and not (isinstance(flags, list) and all(isinstance(flag, str) for flag in flags)):
+            return skip(run_dir, "benchmark.json's flags are not a list of strings")
+        run["trained"] = setting_from_flags(marker["algo"], flags) if labelled else None
+        return run
     # A run started by hand: its policy file knows how it was made.
     models = sorted(glob.glob(os.path.join(run_dir, "models", "*.pt")))
     candidates = [
@@ -97,8 +155,12 @@ def describe(run_dir: str) -> dict | None:
     try:
         checkpoint = torch.load(existing[0], map_location="cpu", weights_only=True)
         args = checkpoint["args"]
-        return {"algo": checkpoint["algorithm"], "env_id": checkpoint["env_id"], "seed": args["seed"],
-                "setting": setting_from_args(checkpoint["algorithm"], args), "summary": summary}  # fmt: skip
+        run = {"algo": checkpoint["algorithm"], "env_id": checkpoint["env_id"], "seed": args["seed"],
+               "setting": "", "summary": summary}  # fmt: skip
+        if checked(run, run_dir) is None:
+            return None
+        run["setting"] = setting_from_args(checkpoint["algorithm"], args)
+        return run
     except Exception as error:  # a foreign or broken file: say so, and go on with the others
         import plumbing
 
@@ -202,7 +264,12 @@ def spell(value) -> str:
     return str(value)
 
 
+ALGORITHMS = ("sac", "ppo")  # <algorithm>_continuous.py: the only modules a run's files may name
+
+
 def training_script(algorithm: str):
+    if algorithm not in ALGORITHMS:
+        fail(f"unknown algorithm {algorithm!r}")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     module = __import__(f"{algorithm}_continuous")
     sys.path.pop(0)
@@ -300,6 +367,11 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+def steps_per_second(summaries: list[dict]) -> str:
+    rates = [s["global_step"] / s["wall_clock_s"] for s in summaries if s.get("wall_clock_s")]
+    return f"{np.mean(rates):.0f}" if rates else "-"
+
+
 def results_table(groups: dict) -> str:
     lines = [
         "| algorithm | env | setting | steps | seeds | final eval return, mean ± std over seeds | per seed "
@@ -314,8 +386,8 @@ def results_table(groups: dict) -> str:
         lines.append(
             f"| {algo} | {env_id} | {setting} | {cells['steps']} | {cells['seeds']} "
             f"| {cells['mean_std']} | {cells['per_seed']} "
-            f"| {hours(np.mean([s['wall_clock_s'] for s in finished]))} "
-            f"| {np.mean([s['global_step'] / s['wall_clock_s'] for s in finished]):.0f} |"
+            f"| {hours(np.mean([s.get('wall_clock_s', 0) for s in finished]))} "
+            f"| {steps_per_second(finished)} |"
         )
     episodes = {
         run["summary"]["final_eval_episodes"] for runs in groups.values() for run in runs if run["summary"]
@@ -332,7 +404,9 @@ def results_table(groups: dict) -> str:
 def seed_cells(runs: list[dict]) -> tuple[list[dict], dict[str, str]]:
     """The finished runs' summaries, and the table cells both tables share: seeds (and how many
     are unfinished), the final eval as mean ± std over seeds, per seed, and the steps."""
-    finished = [run["summary"] for run in runs if run["summary"] and run["summary"].get("final_eval_mean")]
+    finished = [
+        run["summary"] for run in runs if run["summary"] and run["summary"].get("final_eval_mean") is not None
+    ]
     unfinished = len(runs) - len(finished)
     cells = {"seeds": f"{len(finished)}" + (f" (+{unfinished} unfinished)" if unfinished else "")}
     if finished:
@@ -402,7 +476,7 @@ def study(groups: dict, out: str, tag: str, plt) -> list[str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Convergence plots (PNG) and a Markdown results table.")
-    parser.add_argument("paths", nargs="+", help="run directories, or folders holding them")
+    parser.add_argument("paths", nargs="+", help="run directories, or folders holding them (one level down)")
     parser.add_argument("--out", default=None, help="where the report goes (default: <first path>/report)")
     parser.add_argument("--tag", default="eval/episodic_return", help="the TensorBoard scalar on the y axis")
     options = parser.parse_args(argv)
@@ -416,7 +490,10 @@ def main(argv: list[str]) -> int:
             run["curve"] = read_curve(run_dir, options.tag)
             groups[(run["algo"], run["env_id"], run["setting"])].append(run)
     if not groups:
-        fail(f"no runs (directories with TensorBoard events) under {', '.join(options.paths)}")
+        fail(
+            f"no runs (directories with TensorBoard events) in {', '.join(options.paths)} or one level"
+            " below (a folder of runs inside, such as runs/published, is plotted on its own)"
+        )
 
     import matplotlib
 

@@ -638,13 +638,53 @@ def test_plot_skips_a_crafted_file_without_running_it(tmp_path, capsys):
     assert len(warning) == 1 and warning[0].startswith(f"warning: skipping {run_dir}")
 
 
+@pytest.mark.parametrize(
+    "marker, summary, reason",
+    [
+        ('{"algo": "this.x", "env_id": "A-v4", "seed": 1, "setting": "default"}', None, "unknown algorithm"),
+        ('{"algo": "ppo", "env_id": "../../x", "seed": 1, "setting": "default"}', None, "is not a name"),
+        ('{"algo": "ppo", "env_id": "A-v4", "seed": 1}', None, "lacks algo, env_id, seed or setting"),
+        ("[1, 2]", None, "lacks algo, env_id, seed or setting"),
+        ("{not json", None, "unreadable JSON"),
+        (None, '{"final_eval_mean": "high", "seed": 1, "global_step": 5}', "is not a number"),
+        (None, '{"final_eval_mean": 1.0, "seed": 1, "global_step": "5"}', "is not a number"),
+    ],
+)
+def test_plot_skips_a_run_whose_files_are_not_what_they_should_be(tmp_path, marker, summary, reason):
+    # A crafted benchmark.json must not choose a module to import (the Zen of Python's `this`,
+    # here) nor a path to write; a broken one is a warning, never a traceback.
+    run_dir = fake_run(tmp_path, "A-v4", "default", 1, 100.0)
+    if marker is not None:
+        (run_dir / "benchmark.json").write_text(marker)
+    if summary is not None:
+        (run_dir / "summary.json").write_text(summary)
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path)], capture_output=True, text=True
+    )
+    assert "Traceback" not in result.stderr and "Zen of Python" not in result.stdout
+    assert f"warning: skipping {run_dir}: " in result.stderr and reason in result.stderr, result.stderr
+    assert not (tmp_path.parent / "x.png").exists()
+
+
+def test_plot_of_a_runs_folder_leaves_out_the_folders_of_runs_inside_it(tmp_path):
+    # runs/ holds published/ (copies of finished runs): `plot.py runs/` reads runs/<run> only,
+    # else every published seed would count again beside the user's own.
+    mine = fake_run(tmp_path, "A-v4", "default", 1, 100.0)
+    fake_run(tmp_path / "published", "A-v4", "default", 1, 100.0)
+    fake_run(tmp_path / "published", "A-v4", "default", 2, 120.0)
+    import plot
+
+    assert plot.find_run_dirs([str(tmp_path)]) == [str(mine)]
+    assert len(plot.find_run_dirs([str(tmp_path / "published")])) == 2
+    assert plot.find_run_dirs([str(mine)]) == [str(mine)]
+
+
 def test_plot_refuses_a_folder_without_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path)], capture_output=True, text=True
     )
-    assert (
-        result.returncode != 0
-        and result.stderr.strip() == f"error: no runs (directories with TensorBoard events) under {tmp_path}"
+    assert result.returncode != 0 and result.stderr.strip().startswith(
+        f"error: no runs (directories with TensorBoard events) in {tmp_path} "
     )
 
 
