@@ -11,7 +11,7 @@
 # runs/published. --only keeps the runs whose name matches GLOB (e.g. 'HalfCheetah-v4__ppo__*');
 # --no-gifs copies the runs without drawing GIFs (a hyperparameter study's runs).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 usage="usage: bash benchmarks/publish.sh [--only GLOB] [--no-gifs] SOURCE_RUNS_DIR [DEST]"
 only='*' gifs=1
 while [[ $# -gt 0 && $1 == --* ]]; do
@@ -21,15 +21,20 @@ while [[ $# -gt 0 && $1 == --* ]]; do
     *) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
   esac
 done
-source_dir=${1:?$usage}
-dest=${2:-runs/published}
-[[ -d $source_dir ]] || { echo "error: $source_dir is not a directory; $usage" >&2; exit 2; }
+# Paths as the caller wrote them, from where the caller is; then work from the repository root.
+source_dir=$(realpath -m -- "${1:?$usage}")
+dest=$(realpath -m -- "${2:-$repo/runs/published}")
+[[ -d $source_dir ]] || { echo "error: $1 is not a directory; $usage" >&2; exit 2; }
+[[ $source_dir != "$dest" ]] || { echo "error: SOURCE_RUNS_DIR and DEST are one folder; $usage" >&2; exit 2; }
+cd "$repo"
 mkdir -p "$dest/gifs"
 for run in "$source_dir"/*__*__*__*/; do
   name=$(basename "$run")
   # shellcheck disable=SC2053  # GLOB is a pattern on purpose
   [[ $name == $only ]] || continue
   [[ -f $run/summary.json ]] || { echo "skipped (not finished): $name"; continue; }
+  # A run published again replaces its copy: an older copy's event files would join its curves.
+  rm -rf -- "${dest:?}/$name"
   mkdir -p "$dest/$name"
   cp "$run"/events.out.tfevents.* "$run/summary.json" "$run/benchmark.json" "$run/final_model.pt" "$dest/$name/"
   if [[ $gifs == 1 && $name == *__1 && ! -f $dest/gifs/${name%__1}.gif ]]; then

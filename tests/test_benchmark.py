@@ -625,6 +625,32 @@ def test_publish_copies_the_chosen_finished_runs_and_reports(tmp_path):
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_publish_again_replaces_a_runs_copy_and_reads_paths_from_where_it_is_called(tmp_path):
+    # A run redone and published again: its old event files must go, or plots merge both curves.
+    source = tmp_path / "source"
+    run = fake_run(source, "Pendulum-v1", "default", 1, 100.0)
+    publish = ["bash", os.path.join(REPO, "benchmarks", "publish.sh"), "--no-gifs", "source", "published"]
+    first = subprocess.run(publish, cwd=tmp_path, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    copy = tmp_path / "published" / run.name
+    old_events = {path.name for path in copy.glob("events.out.tfevents.*")}
+    for path in run.glob("events.out.tfevents.*"):
+        path.unlink()
+    time.sleep(1.1)  # a new event file name (its name holds the second it was opened)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run))
+    writer.add_scalar("eval/episodic_return", 200.0, 2000)
+    writer.close()
+    again = subprocess.run(publish, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    new_events = {path.name for path in copy.glob("events.out.tfevents.*")}
+    assert (
+        new_events == {path.name for path in run.glob("events.out.tfevents.*")}
+        and not new_events & old_events
+    )
+
+
 def test_plot_skips_a_crafted_file_without_running_it(tmp_path, capsys):
     import plot
     from tests.test_sac import crafted_checkpoint
