@@ -92,8 +92,12 @@ def check_args(args: Args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.fps is not None and not args.fps > 0:
-        fail(f"--fps must be positive, got {args.fps}")
+    if args.fps is not None and not 0.01 <= args.fps <= 1000:  # a GIF's delay is 1/100 s to 655 s
+        fail(f"--fps must be between 0.01 and 1000, got {args.fps}")
+    if args.seed is not None and args.seed < 0:
+        fail(f"--seed must not be negative (Gymnasium seeds are), got {args.seed}")
+    if args.gif is not None and not args.gif.lower().endswith(".gif"):
+        fail(f"--gif must name a .gif file, got {args.gif}")
     if args.stages < 0:
         fail(f"--stages must not be negative, got {args.stages}")
     if args.stages and (len(args.checkpoint) != 1 or not os.path.isdir(args.checkpoint[0])):
@@ -379,11 +383,18 @@ def write_gif(frames: list[np.ndarray], path: str, seconds_per_frame: float) -> 
     # GIF delays are whole hundredths of a second: spread the rounding so that playback keeps time.
     ticks = np.round(np.arange(len(images) + 1) * seconds_per_frame * 100).astype(int)
     durations = (np.diff(ticks) * 10).tolist()
+    # Written beside, then renamed: a write that fails leaves an existing GIF as it was.
+    partial = path + ".partial"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
-    except OSError as error:
-        fail(f"cannot write {path}: {error}")
+        images[0].save(
+            partial, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
+        )
+        os.replace(partial, path)
+    except (OSError, ValueError) as error:
+        if os.path.isfile(partial):
+            os.remove(partial)
+        fail(f"cannot write {path}: {plumbing.first_line(error)[:160]}")
     with Image.open(path) as written:  # identical consecutive frames are merged: count what was written
         return os.path.getsize(path), written.n_frames
 
@@ -424,6 +435,9 @@ def main(args: Args) -> dict:
     panels, results, seconds_per_step, every = [], [], None, args.keep_every
     for path, checkpoint in zip(paths, checkpoints, strict=True):
         env_id = args.env_id or checkpoint["env_id"]
+        if not args.env_id and ":" in str(env_id):
+            # gym.make("module:Env-v0") imports that module first: a file must not choose code to run.
+            fail(f"{path} names the env {env_id}, which imports a module; pass --env-id {env_id} to allow it")
         # The policy is rebuilt by its algorithm's own loader, the one users call (docs/enjoy.md).
         loader = ppo_continuous if checkpoint["algorithm"] == "ppo" else sac_continuous
         policy = loader.policy_from_checkpoint(checkpoint, path, stochastic=args.stochastic)

@@ -373,8 +373,12 @@ def test_bad_input(sac_run, tmp_path):
     # An env that is not registered (or not installed), and one whose spaces do not fit.
     torch.save({**checkpoint, "env_id": "NoSuchEnv-v0"}, tmp_path / "unknown_env.pt")
     expect_error("cannot make env 'NoSuchEnv-v0'", paths=[tmp_path / "unknown_env.pt"])
+    # An env id that imports a module: a file may not choose it, the user may (and it is missing).
+    torch.save({**checkpoint, "env_id": "this:Env-v0"}, tmp_path / "imports.pt")
+    expect_error("names the env this:Env-v0, which imports a module", paths=[tmp_path / "imports.pt"])
     torch.save({**checkpoint, "env_id": "no_such_module:Env-v0"}, tmp_path / "missing_module.pt")
-    expect_error("cannot make env 'no_such_module:Env-v0'", paths=[tmp_path / "missing_module.pt"])
+    missing_module = dict(paths=[tmp_path / "missing_module.pt"], env_id="no_such_module:Env-v0")
+    expect_error("cannot make env 'no_such_module:Env-v0'", **missing_module)
     expect_error(
         "HalfCheetah-v4 does not fit the policy",
         "InvertedPendulum-v4",
@@ -388,6 +392,10 @@ def test_bad_input(sac_run, tmp_path):
     expect_error("no final_model.pt", paths=[empty_run])
     expect_error("no models/step_*.pt", paths=[empty_run], stages=2)
     expect_error("--eval-episodes must be at least 1", paths=[final], eval_episodes=0)
+    expect_error("--seed must not be negative", paths=[final], seed=-1)
+    for fps in (0.001, float("inf"), float("nan")):
+        expect_error("--fps must be between 0.01 and 1000", paths=[final], fps=fps)
+    expect_error("--gif must name a .gif file", paths=[final], gif=str(tmp_path / "out.txt"))
     expect_error("cannot write", paths=[final], json=str(tmp_path / "no_such_dir" / "scores.json"))
 
 
@@ -514,3 +522,20 @@ def test_check_published_says_which_cpu_a_differing_run_was_evaluated_on(sac_run
     assert f"(evaluated on Some Other CPU; this CPU: {plumbing.cpu_name()})" in lines["other_cpu"]
     assert "(its CPU is not recorded;" in lines["unrecorded"]
     assert "on its own kind of CPU" in lines["own_cpu"]
+
+
+def test_a_gif_write_that_fails_leaves_the_old_gif_as_it_was(tmp_path, monkeypatch):
+    frames = [np.full((8, 8, 3), value, dtype=np.uint8) for value in (0, 80, 160)]
+    path = str(tmp_path / "agent.gif")
+    enjoy.write_gif(frames, path, 0.05)
+    before = open(path, "rb").read()
+
+    def dies_halfway(image, target, *args, **kwargs):
+        open(target, "wb").write(b"GIF89a")  # a truncated start, then the error
+        raise ValueError("the write died")
+
+    monkeypatch.setattr(Image.Image, "save", dies_halfway)
+    with pytest.raises(SystemExit) as raised:
+        enjoy.write_gif(frames, path, 0.05)
+    assert str(raised.value.code) == f"error: cannot write {path}: the write died"
+    assert open(path, "rb").read() == before and sorted(os.listdir(tmp_path)) == ["agent.gif"]
