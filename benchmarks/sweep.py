@@ -381,6 +381,20 @@ def checkpoint_step(run: Run) -> int | None:
         return None
 
 
+def progress_details(run: Run, state: str) -> list[str]:
+    """A status line's details from the run's own files: its final evaluation, or how far it got."""
+    details = []
+    if state == "finished":
+        final = json.load(open(os.path.join(run.run_dir, plumbing.SUMMARY))).get("final_eval_mean")
+        details.append(f"final eval {final:.1f}" if final is not None else "no final evaluation")
+    elif progress := plumbing.read_progress(run.run_dir):  # what the script last reported
+        step, total = progress["step"], progress["total_timesteps"]
+        details.append(f"step {step:,}/{total:,} ({100 * step / total:.0f}%)")
+        details += [f"eval {progress['eval']:.1f}"] if progress.get("eval") is not None else []
+        details += [f"{progress['time_left']} left"] if state == "running" else []
+    return details
+
+
 def print_status(runs: list[Run]) -> None:
     """One line per run: finished (its final evaluation), running, interrupted (resumes from its
     last checkpoint on the next sweep) or not started, with the last step and evaluation logged
@@ -392,15 +406,10 @@ def print_status(runs: list[Run]) -> None:
         if state != "finished" and is_running(run):
             state = "running"
         counts[state] += 1
-        details = []
-        if state == "finished":
-            final = json.load(open(os.path.join(run.run_dir, plumbing.SUMMARY))).get("final_eval_mean")
-            details.append(f"final eval {final:.1f}" if final is not None else "no final evaluation")
-        elif progress := plumbing.read_progress(run.run_dir):  # what the script last reported
-            step, total = progress["step"], progress["total_timesteps"]
-            details.append(f"step {step:,}/{total:,} ({100 * step / total:.0f}%)")
-            details += [f"eval {progress['eval']:.1f}"] if progress.get("eval") is not None else []
-            details += [f"{progress['time_left']} left"] if state == "running" else []
+        try:
+            details = progress_details(run, state)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, ZeroDivisionError) as error:
+            details = [f"its summary.json or progress.json is unreadable ({type(error).__name__})"]
         if state == "interrupted":
             resume_step = checkpoint_step(run)
             details.append(
@@ -548,6 +557,8 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         fail("--threads is for local runs; with --slurm, --cpus-per-task sets each task's threads")
     # Runs start in their own directories, Slurm tasks wherever Slurm puts them.
     options.runs_dir = os.path.abspath(options.runs_dir)
+    if os.path.exists(options.runs_dir) and not os.path.isdir(options.runs_dir):
+        fail(f"--runs-dir {options.runs_dir} is a file, not a directory")
     return options
 
 

@@ -183,6 +183,13 @@ def test_status_says_where_each_run_stands(tmp_path, capsys):
     sweep.print_status([interrupted])
     line = capsys.readouterr().out.splitlines()[0].split()
     assert line == [interrupted.name, "interrupted", "resumes", "from", "500"]
+    # Broken files are said so in the line, not a traceback that hides every other run's.
+    open(os.path.join(finished.run_dir, "summary.json"), "w").write('{"final_eval_mean": "high"}')
+    open(os.path.join(interrupted.run_dir, PROGRESS), "w").write('{"step": 5, "total_timesteps": 0}')
+    sweep.print_status([finished, interrupted])
+    lines = capsys.readouterr().out.splitlines()
+    assert "summary.json or progress.json is unreadable (ValueError)" in lines[0]
+    assert "summary.json or progress.json is unreadable (ZeroDivisionError)" in lines[1]
 
 
 def test_dry_run_maps_switches_to_the_scripts_flags(tmp_path):
@@ -253,6 +260,14 @@ def test_bad_input_is_one_line_before_anything_starts(tmp_path, flags, message):
     assert result.stderr.strip().startswith("error:") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_a_runs_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("mine")
+    result = benchmark("--runs-dir", str(tmp_path / "a_file"), *tiny_sweep(tmp_path)[:6], check=False)
+    assert result.returncode != 0 and "is a file, not a directory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (tmp_path / "a_file").read_text() == "mine"
 
 
 def test_a_bad_number_of_workers_in_the_environment_is_the_flags_error(tmp_path):

@@ -370,6 +370,8 @@ def test_bad_input(sac_run, tmp_path):
     expect_error("damaged", "non-finite", paths=[tmp_path / "nan.pt"])
     torch.save({**checkpoint, "actor": {}}, tmp_path / "empty.pt")
     expect_error("damaged", paths=[tmp_path / "empty.pt"])
+    torch.save({**checkpoint, "args": {**checkpoint["args"], "seed": "x"}}, tmp_path / "seed.pt")
+    expect_error("damaged: its seed is 'x'", paths=[tmp_path / "seed.pt"])
     # An env that is not registered (or not installed), and one whose spaces do not fit.
     torch.save({**checkpoint, "env_id": "NoSuchEnv-v0"}, tmp_path / "unknown_env.pt")
     expect_error("cannot make env 'NoSuchEnv-v0'", paths=[tmp_path / "unknown_env.pt"])
