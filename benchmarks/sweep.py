@@ -433,7 +433,7 @@ def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
         fail("--slurm needs sbatch on the PATH")
     slurm_dir = os.path.abspath(os.path.join(options.runs_dir, "slurm"))
     os.makedirs(slurm_dir, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # two submissions in one second differ
     plan_path = os.path.join(slurm_dir, f"plan-{stamp}.json")
     with open(plan_path, "w") as f:
         json.dump({"threads": options.cpus_per_task, "runs": [asdict(run) for run in pending]}, f, indent=2)
@@ -460,7 +460,7 @@ def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
         f"task logs: {slurm_dir}/<job>_<task>.out, run logs: <run dir>/{LOG}",
         flush=True,
     )
-    result = subprocess.run(["sbatch", *shlex.split(options.sbatch_args), script_path])
+    result = subprocess.run(["sbatch", *options.sbatch_args_list, script_path])
     return result.returncode == 0
 
 
@@ -559,6 +559,17 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     options.runs_dir = os.path.abspath(options.runs_dir)
     if os.path.exists(options.runs_dir) and not os.path.isdir(options.runs_dir):
         fail(f"--runs-dir {options.runs_dir} is a file, not a directory")
+    if options.slurm:
+        # sbatch reads #SBATCH lines split at whitespace, with quotes and '#' of its own: a value
+        # holding them would be cut or read as another option.
+        for name in ("runs_dir", "job_name", "partition", "time"):
+            value = getattr(options, name) or ""
+            if re.search(r"[\s'\"#\\]", value):
+                fail(f"with --slurm, --{name.replace('_', '-')} may hold no spaces, quotes or '#': {value!r}")
+        try:
+            options.sbatch_args_list = shlex.split(options.sbatch_args)
+        except ValueError as error:
+            fail(f"--sbatch-args {options.sbatch_args!r}: {error}")
     return options
 
 
@@ -582,7 +593,7 @@ def main(argv: list[str]) -> int:
         succeeded = submit_to_slurm(runs, options)
     else:
         succeeded = run_locally(runs, options.workers, options.threads)
-    waited = options.slurm and "--wait" in shlex.split(options.sbatch_args)
+    waited = options.slurm and "--wait" in options.sbatch_args_list
     if not options.no_report and (waited or not options.slurm):
         report(options.runs_dir)
     return 0 if succeeded else 1
