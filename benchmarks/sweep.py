@@ -275,6 +275,8 @@ def run_one(run: Run, threads: int) -> tuple[int, str]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 1, "not run: another sweep is running it"
+        except OSError:  # a file system without locks (as the training scripts do): go on without
+            pass
         return run_locked(run, threads, lock.fileno())
 
 
@@ -364,6 +366,8 @@ def is_locked(path: str) -> bool:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
+        except OSError:  # a file system without locks: nothing can be seen holding one
+            return False
         fcntl.flock(lock, fcntl.LOCK_UN)
         return False
 

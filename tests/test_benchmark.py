@@ -265,6 +265,26 @@ def test_bad_input_is_one_line_before_anything_starts(tmp_path, flags, message):
     assert not os.path.exists(tmp_path / "r")
 
 
+def test_a_sweep_runs_on_a_file_system_without_locks(tmp_path, monkeypatch):
+    # Some cluster file systems refuse flock (ENOSYS); the training scripts go on without a lock,
+    # and so must the sweep, instead of a traceback per run.
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import errno
+    import fcntl
+
+    import sweep
+
+    def no_locks(*args):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    flags = [part for item in TINY_PPO.split() for part in (f"--{item.split('=')[0]}", item.split("=")[1])]
+    run = sweep.Run("ppo", "InvertedPendulum-v4", 1, 128, "default", flags, str(tmp_path))
+    assert sweep.is_running(run) is False
+    code, outcome = sweep.run_one(run, threads=1)
+    assert code == 0 and os.path.exists(os.path.join(run.run_dir, "summary.json")), outcome
+
+
 def test_a_runs_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("mine")
     result = benchmark("--runs-dir", str(tmp_path / "a_file"), *tiny_sweep(tmp_path)[:6], check=False)
