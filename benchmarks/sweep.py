@@ -281,6 +281,17 @@ def run_one(run: Run, threads: int) -> tuple[int, str]:
 
 
 def run_locked(run: Run, threads: int, lock_fd: int) -> tuple[int, str]:
+    # Again, now under the lock: since this sweep planned, another (a local one beside a Slurm
+    # array still queued, with other --set values and so the same run names) may have made it.
+    marker = os.path.join(run.run_dir, MARKER)
+    if os.path.exists(marker):
+        try:
+            with open(marker) as f:
+                made_by = json.load(f)
+        except (OSError, ValueError):
+            made_by = None
+        if made_by != run.config():
+            return 1, "not run: another configuration made this run directory since the sweep began"
     status = run.status()  # again: the other sweep may have finished it meanwhile
     if status == "finished":
         return 0, SKIPPED

@@ -285,6 +285,21 @@ def test_a_sweep_runs_on_a_file_system_without_locks(tmp_path, monkeypatch):
     assert code == 0 and os.path.exists(os.path.join(run.run_dir, "summary.json")), outcome
 
 
+def test_a_run_directory_another_configuration_made_meanwhile_is_left_alone(tmp_path):
+    # Sweep A made the run (its marker, a checkpoint) after sweep B planned: B, with other --set
+    # values and so the same run name, must neither resume nor re-mark A's run.
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import sweep
+
+    a = sweep.Run("ppo", "InvertedPendulum-v4", 1, 128, "default", ["--learning-rate", "1e-3"], str(tmp_path))
+    b = sweep.Run("ppo", "InvertedPendulum-v4", 1, 128, "default", [], str(tmp_path))
+    sweep.prepare(a)
+    torch.save({"global_step": 64}, os.path.join(a.run_dir, "checkpoint.pt"))
+    code, outcome = sweep.run_one(b, threads=1)
+    assert code == 1 and "another configuration made this run directory" in outcome
+    assert json.load(open(os.path.join(a.run_dir, "benchmark.json"))) == a.config()
+
+
 def test_a_runs_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("mine")
     result = benchmark("--runs-dir", str(tmp_path / "a_file"), *tiny_sweep(tmp_path)[:6], check=False)
