@@ -445,10 +445,12 @@ def main(args: Args) -> dict:
         if seconds_per_step is None:  # the first env sets the clock of the GIF and the video
             seconds_per_step = env_seconds_per_step(env)
             every = every or math.ceil(round(1 / seconds_per_step, 6) / GIF_MAX_FPS)
-        seed = args.seed if args.seed is not None else checkpoint["args"].get("seed")
-        if not isinstance(seed, int) or seed < 0:
-            fail(f"{path} is damaged: its seed is {str(seed)[:40]!r}, not a number of 0 or more")
-        seed += 100_000 if args.seed is None else 0
+        seed = args.seed
+        if seed is None:  # the run's own evaluation seeds
+            saved = checkpoint["args"].get("seed")
+            if not isinstance(saved, int) or saved < 0:
+                fail(f"{path} is damaged: its seed is {str(saved)[:40]!r}, not a number of 0 or more")
+            seed = saved + 100_000
         torch.manual_seed(seed)  # --stochastic repeats too, with the same seed
         mode = "stochastic" if args.stochastic else "deterministic"
         step = checkpoint["global_step"]

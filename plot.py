@@ -28,6 +28,8 @@ from collections import defaultdict
 
 import numpy as np
 
+import plumbing
+
 
 def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
@@ -51,8 +53,6 @@ def find_run_dirs(paths: list[str]) -> list[str]:
 def setting_from_args(algorithm: str, saved_args: dict) -> str:
     """For runs not made by benchmark.sh: the saved hyperparameters that differ from the script's
     defaults (the flags that change how, not what, is trained are no part of a setting)."""
-    import plumbing
-
     defaults = script_defaults(algorithm)
     not_a_setting = plumbing.flags_with_role(training_script(algorithm).Args, "how", "axis")
     changed = [
@@ -68,8 +68,6 @@ def setting_from_args(algorithm: str, saved_args: dict) -> str:
 def setting_from_flags(algorithm: str, flags: list[str]) -> str | None:
     """The setting a sweep's recorded flags (benchmark.json) train, spelled as setting_from_args
     spells it, --set flags included; None where today's script no longer reads them."""
-    import plumbing
-
     try:
         args = plumbing.command_line(training_script(algorithm).Args, flags)
     except SystemExit:
@@ -89,7 +87,7 @@ def checked(run: dict, run_dir: str) -> dict | None:
     finished = isinstance(summary, dict) and summary.get("final_eval_mean") is not None
     number = (int, float)
     problems = [
-        (run["algo"] not in ALGORITHMS, f"unknown algorithm {str(run['algo'])[:40]!r}"),
+        (run["algo"] not in plumbing.SCRIPTS, f"unknown algorithm {str(run['algo'])[:40]!r}"),
         (
             not isinstance(run["env_id"], str) or not re.fullmatch(r"[\w.:-]+", run["env_id"]),
             f"env id {str(run['env_id'])[:40]!r} is not a name",
@@ -162,11 +160,7 @@ def describe(run_dir: str) -> dict | None:
         run["setting"] = setting_from_args(checkpoint["algorithm"], args)
         return run
     except Exception as error:  # a foreign or broken file: say so, and go on with the others
-        import plumbing
-
-        reason = plumbing.first_line(error)[:160]
-        print(f"warning: skipping {run_dir}: {existing[0]} is not readable ({reason})", file=sys.stderr)
-        return None
+        return skip(run_dir, f"{existing[0]} is not readable ({plumbing.first_line(error)[:160]})")
 
 
 LABEL = "label"  # a sweep's --label (a name for its --set flags) reads as the value of this flag
@@ -264,11 +258,9 @@ def spell(value) -> str:
     return str(value)
 
 
-ALGORITHMS = ("sac", "ppo")  # <algorithm>_continuous.py: the only modules a run's files may name
-
-
 def training_script(algorithm: str):
-    if algorithm not in ALGORITHMS:
+    # <algorithm>_continuous.py: the only modules a run's files may name.
+    if algorithm not in plumbing.SCRIPTS:
         fail(f"unknown algorithm {algorithm!r}")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     module = __import__(f"{algorithm}_continuous")
@@ -289,7 +281,9 @@ def not_a_resume_purge(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Detected out of order event.step")
 
 
-def read_curve(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
+def read_curves(run_dir: str, tags: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Steps and values of each tag, from one read of the run's TensorBoard files (empty arrays for
+    a tag the run has not logged)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tensorboard_log = logging.getLogger("tensorboard")
@@ -297,12 +291,20 @@ def read_curve(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
         tensorboard_log.addFilter(not_a_resume_purge)
     events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     events.Reload()
-    if tag not in events.Tags()["scalars"]:
-        return np.zeros(0), np.zeros(0)
-    # A resumed run rewrites the steps after its checkpoint: the last value written for a step wins.
-    by_step = {event.step: event.value for event in events.Scalars(tag)}
-    steps = np.array(sorted(by_step), dtype=np.float64)
-    return steps, np.array([by_step[step] for step in sorted(by_step)], dtype=np.float64)
+    curves = {}
+    for tag in tags:
+        if tag not in events.Tags()["scalars"]:
+            curves[tag] = np.zeros(0), np.zeros(0)
+            continue
+        # A resumed run rewrites the steps after its checkpoint: the last value written for a step wins.
+        by_step = {event.step: event.value for event in events.Scalars(tag)}
+        steps = np.array(sorted(by_step), dtype=np.float64)
+        curves[tag] = steps, np.array([by_step[step] for step in sorted(by_step)], dtype=np.float64)
+    return curves
+
+
+def read_curve(run_dir: str, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    return read_curves(run_dir, (tag,))[tag]
 
 
 def aggregate(curves: list[tuple[np.ndarray, np.ndarray]], points: int = 300, resamples: int = 2000):

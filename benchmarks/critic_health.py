@@ -36,9 +36,7 @@ BACK_UNDER = 1.5  # times the baseline: the critic is back
 def windows(run_dir: str, window: int) -> tuple[list[dict], int]:
     """The run's logs cut into windows of `window` env steps, [start, start + window), and the
     last step with a logged loss."""
-    curves = {
-        tag: plot.read_curve(run_dir, tag) for tag in (LOSS, Q_VALUES, ALPHA, TRAIN_RETURN, EVAL_RETURN)
-    }
+    curves = plot.read_curves(run_dir, (LOSS, Q_VALUES, ALPHA, TRAIN_RETURN, EVAL_RETURN))
     loss_steps = curves[LOSS][0]
     if not len(loss_steps):
         raise SystemExit(f"error: {run_dir} has no {LOSS} in its TensorBoard files (not a SAC run?)")

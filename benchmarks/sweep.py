@@ -229,8 +229,7 @@ def plan(options: argparse.Namespace) -> list[Run]:
                     "move it or use another --runs-dir"
                 )
             try:
-                with open(marker) as f:
-                    made_by = json.load(f)
+                made_by = read_marker(run)
             except (OSError, ValueError) as error:
                 fail(f"{marker} cannot be read ({plumbing.first_line(error)}); move the run or fix it")
             if made_by != run.config():
@@ -244,6 +243,13 @@ def plan(options: argparse.Namespace) -> list[Run]:
 # ---------------------------------------------------------------------------------------------
 # Running one run: the same for a local worker and a Slurm array task
 # ---------------------------------------------------------------------------------------------
+
+
+def read_marker(run: Run) -> dict:
+    """The configuration that made the run's directory (benchmark.json); OSError or ValueError if
+    it cannot be read."""
+    with open(os.path.join(run.run_dir, MARKER)) as f:
+        return json.load(f)
 
 
 def prepare(run: Run) -> None:
@@ -283,11 +289,9 @@ def run_one(run: Run, threads: int) -> tuple[int, str]:
 def run_locked(run: Run, threads: int, lock_fd: int) -> tuple[int, str]:
     # Again, now under the lock: since this sweep planned, another (a local one beside a Slurm
     # array still queued, with other --set values and so the same run names) may have made it.
-    marker = os.path.join(run.run_dir, MARKER)
-    if os.path.exists(marker):
+    if os.path.exists(os.path.join(run.run_dir, MARKER)):
         try:
-            with open(marker) as f:
-                made_by = json.load(f)
+            made_by = read_marker(run)
         except (OSError, ValueError):
             made_by = None
         if made_by != run.config():
