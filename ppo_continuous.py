@@ -129,6 +129,22 @@ class Args:
     """torch CPU threads (0: torch's default); 64-unit networks gain nothing from a second thread"""
 
 
+# What `benchmark.sh --tune --algos ppo` searches unless told otherwise (docs/tuning.md says why):
+# the knobs the PPO literature and this project's study found to matter, in ranges that stay
+# stable. A flag that --set fixes is left out; --space adds flags or replaces these ranges.
+TUNING_SPACE = {
+    "learning-rate": "log:1e-5:1e-3",
+    "gamma": "0.98:0.999",
+    "gae-lambda": "0.9:0.99",
+    "update-epochs": "int:3:10",
+    "minibatch-size": "64,128,256,512,1024",
+    "clip-coef": "0.1:0.3",
+    "max-grad-norm": "log:0.3:3",
+    "log-std-init": "-2:0",
+    "activation": "tanh,elu",
+}
+
+
 def check_args(args: Args) -> None:
     plumbing.check_numbers(
         args,

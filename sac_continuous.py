@@ -104,6 +104,20 @@ class Args:
     """torch CPU threads (0: torch's default)"""
 
 
+# What `benchmark.sh --tune --algos sac` searches unless told otherwise (docs/tuning.md says why).
+# A flag that --set fixes is left out; --space adds flags or replaces these ranges.
+TUNING_SPACE = {
+    "policy-lr": "log:1e-4:1e-3",
+    "q-lr": "log:1e-4:3e-3",
+    "gamma": "0.98:0.999",
+    "tau": "log:0.001:0.02",
+    "batch-size": "128,256,512",
+    "hidden-size": "128,256,512",
+    "learning-starts": "1000,5000,10000",
+    "critic-layer-norm": "false,true",
+}
+
+
 def check_args(args: Args) -> None:
     plumbing.check_numbers(
         args,

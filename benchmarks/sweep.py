@@ -271,7 +271,10 @@ def thread_limited_env(threads: int) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
-def run_one(run: Run, threads: int) -> tuple[int, str]:
+def run_one(run: Run, threads: int, watch: Watch | None = None, pass_fds: tuple = ()) -> tuple[int, str]:
+    """Run (or resume) one run to its end under the run's lock. `watch`, if given, is called with
+    the training process every few seconds while it runs (the tuner reads evaluations and may
+    stop it); `pass_fds` are more locks the training process holds as its sweep does."""
     if run.status() == "finished":
         return 0, SKIPPED
     os.makedirs(run.run_dir, exist_ok=True)
@@ -283,10 +286,14 @@ def run_one(run: Run, threads: int) -> tuple[int, str]:
             return 1, "not run: another sweep is running it"
         except OSError:  # a file system without locks (as the training scripts do): go on without
             pass
-        return run_locked(run, threads, lock.fileno())
+        return run_locked(run, threads, (lock.fileno(), *pass_fds), watch)
 
 
-def run_locked(run: Run, threads: int, lock_fd: int) -> tuple[int, str]:
+Watch = typing.Callable[[subprocess.Popen], None]
+WATCH_EVERY_S = 2.0
+
+
+def run_locked(run: Run, threads: int, lock_fds: tuple, watch: Watch | None) -> tuple[int, str]:
     # Again, now under the lock: since this sweep planned, another (a local one beside a Slurm
     # array still queued, with other --set values and so the same run names) may have made it.
     if os.path.exists(os.path.join(run.run_dir, MARKER)):
@@ -314,14 +321,23 @@ def run_locked(run: Run, threads: int, lock_fd: int) -> tuple[int, str]:
             stderr=subprocess.STDOUT,
             env=thread_limited_env(threads),
             cwd=run.run_dir,
-            pass_fds=(lock_fd,),
+            pass_fds=lock_fds,
         )
         RUNNING.add(process)
-        code = process.wait()
+        code = wait(process, watch)
         RUNNING.discard(process)
         log.write(f"# ended {time.time():.3f} ({time.ctime()}), exit {code}\n")
     verb = "resumed" if status == "interrupted" else "ran"
     return code, f"{verb}, {'finished' if code == 0 else f'FAILED (exit {code})'}"
+
+
+def wait(process: subprocess.Popen, watch: Watch | None) -> int:
+    while watch is not None:
+        try:
+            return process.wait(timeout=WATCH_EVERY_S)
+        except subprocess.TimeoutExpired:
+            watch(process)
+    return process.wait()
 
 
 def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
@@ -500,7 +516,8 @@ def run_task(index: int, plan_path: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_options(argv: list[str]) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
+    """The sweep's options; the tuner (tune.py) adds its own to the same parser."""
     env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="bash benchmark.sh",
@@ -550,6 +567,11 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         help="torch threads of each local run (default: %(default)s; one run alone on the machine "
         "finishes sooner with one per core, several single-threaded runs do more steps in all)",
     )
+    add(
+        "--tune",
+        action="store_true",
+        help="tune with an Optuna study instead of a grid (bash benchmark.sh --tune --help; docs/tuning.md)",
+    )
     add("--dry-run", action="store_true", help="print the commands, run nothing")
     add("--status", action="store_true", help="where each run stands (finished, running, ...); run nothing")
     add("--report", action="store_true", help="only make the plots and the table of what is there")
@@ -569,7 +591,11 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     )
     add("--run-task", type=int, help=argparse.SUPPRESS)  # a Slurm array task's entry point
     add("--plan", help=argparse.SUPPRESS)
-    options = parser.parse_args(argv)
+    return parser
+
+
+def parse_options(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    options = (parser or make_parser()).parse_args(argv)
     if options.workers < 1 or options.threads < 1 or options.cpus_per_task < 1:
         fail("--workers, --threads and --cpus-per-task must be at least 1")
     if options.slurm and options.threads != 1:
@@ -593,6 +619,10 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
+    if "--tune" in argv:  # an Optuna study instead of a grid: tune.py, with the same options and more
+        import tune
+
+        return tune.main([arg for arg in argv if arg != "--tune"])
     options = parse_options(argv)
     if options.run_task is not None:
         return run_task(options.run_task, options.plan)

@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -47,3 +49,18 @@ def tiny_ppo(tmp_path):
     from ppo_continuous import Args
 
     return args_factory(Args, tmp_path, **TINY_PPO)
+
+
+# Slurm: a real one-node cluster (Debian's slurm-wlm and munge; .ci/run installs them)
+@pytest.fixture
+def slurm_cluster(tmp_path_factory):
+    if shutil.which("slurmctld") is None and not os.environ.get("CI"):
+        pytest.skip("Slurm is not installed here (.ci/run installs it: slurmctld slurmd slurm-client munge)")
+    cluster_dir = tmp_path_factory.mktemp("slurm")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slurm_cluster.sh")
+    started = subprocess.run(["bash", script, "start", str(cluster_dir)], capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield {**os.environ, "SLURM_CONF": str(cluster_dir / "slurm.conf")}
+    finally:
+        subprocess.run(["bash", script, "stop", str(cluster_dir)], capture_output=True)

@@ -5,7 +5,6 @@ one-node cluster."""
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -770,20 +769,6 @@ def test_plot_refuses_a_folder_without_runs(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Slurm: a real one-node cluster (Debian's slurm-wlm and munge; .ci/run installs them)
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def slurm_cluster(tmp_path_factory):
-    if shutil.which("slurmctld") is None and not os.environ.get("CI"):
-        pytest.skip("Slurm is not installed here (.ci/run installs it: slurmctld slurmd slurm-client munge)")
-    cluster_dir = tmp_path_factory.mktemp("slurm")
-    script = os.path.join(REPO, "tests", "slurm_cluster.sh")
-    started = subprocess.run(["bash", script, "start", str(cluster_dir)], capture_output=True, text=True)
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
-        yield {**os.environ, "SLURM_CONF": str(cluster_dir / "slurm.conf")}
-    finally:
-        subprocess.run(["bash", script, "stop", str(cluster_dir)], capture_output=True)
 
 
 def test_slurm_array_runs_each_run_as_a_task_and_skips_finished_ones(tmp_path, slurm_cluster):
