@@ -587,15 +587,16 @@ def validation_runs(study, study_dir: str, config: dict) -> list[Run]:
         return []
     runs_dir = os.path.join(study_dir, "validation")
     best = best_trial(study)
-    start = plan_runs(config, runs_dir, config["label"], config["set"], config["validate_seeds"])
-    tuned = plan_runs(
-        config, runs_dir, tuned_label(config), trial_settings(config, best.params), config["validate_seeds"]
-    )
+    seeds = config["validate_seeds"]
+    start = plan_runs(config, runs_dir, config["label"], config["set"], seeds)
+    tuned = plan_runs(config, runs_dir, tuned_label(config, best), trial_settings(config, best.params), seeds)
     return start + tuned
 
 
-def tuned_label(config: dict) -> str:
-    return f"{config['label']}-tuned" if config["label"] else "tuned"
+def tuned_label(config: dict, best) -> str:
+    """<label>-tuned-<trial>: the trial names the setting, so a study extended until another trial
+    leads validates that one beside the first, instead of clashing with its runs."""
+    return f"{config['label'] + '-' if config['label'] else ''}tuned-{best.number}"
 
 
 def best_trial(study):
@@ -856,7 +857,7 @@ def write_report_locked(study, study_dir: str, config: dict, quiet: bool) -> str
             command_for(
                 config,
                 trial_settings(config, best.params),
-                tuned_label(config),
+                tuned_label(config, best),
                 config["validate_seeds"] or config["seeds"],
             ),
             "```",

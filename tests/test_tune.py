@@ -92,9 +92,11 @@ def test_two_tuners_share_a_study_that_ends_with_the_trials_asked_and_grows_with
     assert params[-4:] == ["--learning-rate", "0.0003", "--gamma", "0.99"]
     # The validation: the best setting and the starting one, on a seed the study never saw.
     validation = study_dir(runs_dir) / "validation"
-    assert sorted(os.listdir(validation)) == [f"{ENV}__ppo__default__7", f"{ENV}__ppo__tuned__7", "report"]
     report = open(study_dir(runs_dir) / "report" / "tuning.md").read()
-    assert "## Best: trial" in report and "| default |" in report and "| tuned |" in report
+    best = re.search(r"## Best: trial (\d+)", report)[1]
+    names = [f"{ENV}__ppo__default__7", f"{ENV}__ppo__tuned-{best}__7", "report"]
+    assert sorted(os.listdir(validation)) == names
+    assert "| default |" in report and f"| tuned-{best} |" in report
     assert (study_dir(runs_dir) / "report" / "history.png").exists()
 
     again = benchmark(*flags)  # the same command: nothing new
@@ -261,6 +263,8 @@ def test_slurm_workers_share_one_study_on_a_real_cluster(tmp_path, slurm_cluster
     assert len(logs) == 2
     assert sorted(re.findall(r"\] trial (\d+) starts: ", "".join(logs))) == ["0", "1", "2"]
     validation = study_dir(runs_dir) / "validation"
-    for label in ("default", "tuned"):
+    report = open(study_dir(runs_dir) / "report" / "tuning.md").read()
+    best = re.search(r"## Best: trial (\d+)", report)[1]
+    for label in ("default", f"tuned-{best}"):
         assert (validation / f"{ENV}__ppo__{label}__5" / "summary.json").exists()
-    assert "| tuned |" in open(study_dir(runs_dir) / "report" / "tuning.md").read()
+    assert f"| tuned-{best} |" in report
