@@ -340,18 +340,24 @@ def wait(process: subprocess.Popen, watch: Watch | None) -> int:
     return process.wait()
 
 
-def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
-    """Each run is its own process with `threads` torch threads; a failed run does not stop the others."""
+def stop_runs_on(signals: tuple[signal.Signals, ...]) -> threading.Event:
+    """On any of these signals: set the returned event and send SIGTERM to every training process
+    this sweep started. The training scripts checkpoint on SIGTERM: the same command resumes them."""
     stopping = threading.Event()
 
     def stop(signum, frame):
-        # The training scripts checkpoint on SIGTERM: the next identical sweep resumes them.
         stopping.set()
         for process in list(RUNNING):
             process.send_signal(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in signals:
+        signal.signal(signum, stop)
+    return stopping
+
+
+def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
+    """Each run is its own process with `threads` torch threads; a failed run does not stop the others."""
+    stopping = stop_runs_on((signal.SIGTERM, signal.SIGINT))
     results: dict[str, tuple[int, str]] = {}
     lock = threading.Lock()
 
@@ -472,23 +478,13 @@ def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
     plan_path = os.path.join(slurm_dir, f"plan-{stamp}.json")
     with open(plan_path, "w") as f:
         json.dump({"threads": options.cpus_per_task, "runs": [asdict(run) for run in pending]}, f, indent=2)
-    directives = [
-        f"--job-name={options.job_name}",
-        f"--array=0-{len(pending) - 1}",
-        "--ntasks=1",
-        f"--cpus-per-task={options.cpus_per_task}",
-        f"--output={slurm_dir}/%A_%a.out",
-        *([f"--partition={options.partition}"] if options.partition else []),
-        *([f"--time={options.time}"] if options.time else []),
-    ]
-    script_path = os.path.join(slurm_dir, f"array-{stamp}.sbatch")
-    with open(script_path, "w") as f:
-        f.write("#!/bin/bash\n" + "".join(f"#SBATCH {line}\n" for line in directives))
-        f.write("# task i runs plan entry i: skipped if finished, resumed if interrupted\n")
-        f.write(
-            f"exec {shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} "
-            f'--run-task "$SLURM_ARRAY_TASK_ID" --plan {shlex.quote(plan_path)}\n'
-        )
+    script_path = write_array_script(
+        options,
+        len(pending),
+        os.path.join(slurm_dir, f"array-{stamp}.sbatch"),
+        "# task i runs plan entry i: skipped if finished, resumed if interrupted",
+        f'--run-task "$SLURM_ARRAY_TASK_ID" --plan {shlex.quote(plan_path)}',
+    )
     skipped = len(runs) - len(pending)
     print(
         f"submitting {len(pending)} runs as one array job ({skipped} finished runs skipped); "
@@ -499,13 +495,34 @@ def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
     return result.returncode == 0
 
 
+def write_array_script(
+    options: argparse.Namespace, tasks: int, path: str, comment: str, arguments: str
+) -> str:
+    """An sbatch script of `tasks` array tasks, each running this sweep with `arguments`."""
+    slurm_dir = os.path.dirname(path)
+    directives = [
+        f"--job-name={options.job_name}",
+        f"--array=0-{tasks - 1}",
+        "--ntasks=1",
+        f"--cpus-per-task={options.cpus_per_task}",
+        f"--output={slurm_dir}/%A_%a.out",
+        *([f"--partition={options.partition}"] if options.partition else []),
+        *([f"--time={options.time}"] if options.time else []),
+    ]
+    with open(path, "w") as f:
+        f.write("#!/bin/bash\n" + "".join(f"#SBATCH {line}\n" for line in directives))
+        f.write(f"{comment}\n")
+        f.write(f"exec {shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} {arguments}\n")
+    return path
+
+
 def run_task(index: int, plan_path: str) -> int:
     with open(plan_path) as f:
         saved = json.load(f)
     run = Run(**saved["runs"][index])
     # Slurm's warning before a time limit (--signal=B:TERM@...) reaches this process alone: pass
     # it on, so the run writes its checkpoint before the kill.
-    signal.signal(signal.SIGTERM, lambda signum, frame: [p.send_signal(signum) for p in list(RUNNING)])
+    stop_runs_on((signal.SIGTERM,))
     code, outcome = run_one(run, threads=saved["threads"])
     print(f"{run.name}: {outcome}", flush=True)
     return code
@@ -619,10 +636,13 @@ def parse_options(argv: list[str], parser: argparse.ArgumentParser | None = None
 
 
 def main(argv: list[str]) -> int:
-    if "--tune" in argv:  # an Optuna study instead of a grid: tune.py, with the same options and more
+    # An Optuna study instead of a grid: tune.py, with the same options and more. (argparse would
+    # take --tu and --tun for --tune too.)
+    tune_flags = {"--tu", "--tun", "--tune"}
+    if tune_flags & set(argv):
         import tune
 
-        return tune.main([arg for arg in argv if arg != "--tune"])
+        return tune.main([arg for arg in argv if arg not in tune_flags])
     options = parse_options(argv)
     if options.run_task is not None:
         return run_task(options.run_task, options.plan)

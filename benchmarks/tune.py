@@ -236,6 +236,8 @@ def study_config(options: argparse.Namespace) -> dict:
     if options.no_validate:
         validate_seeds = []
     elif options.validate_seeds is not None:
+        if not options.validate_seeds.split():
+            fail("--validate-seeds is empty: give seeds, or --no-validate for no validation")
         try:
             validate_seeds = [int(seed) for seed in options.validate_seeds.split()]
         except ValueError:
@@ -314,13 +316,18 @@ def read_config(study_dir: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_study(study_dir: str, config: dict):
+def load_study(study_dir: str, config: dict, create: bool = True):
+    """The study in its journal; `create` False (status, report) refuses a missing one in one line
+    instead of beginning an empty one."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the tuner prints its own lines
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = optuna.storages.JournalStorage(JournalFileBackend(os.path.join(study_dir, JOURNAL)))
+    journal = os.path.join(study_dir, JOURNAL)
+    if not create and not os.path.exists(journal):
+        fail(f"{study_dir} holds no study yet: its {JOURNAL} is missing")
+    storage = optuna.storages.JournalStorage(JournalFileBackend(journal))
     samplers = {
         # constant_liar: parallel workers do not all sample next to the same running trial.
         "tpe": lambda: optuna.samplers.TPESampler(n_startup_trials=8, multivariate=True, constant_liar=True),
@@ -337,10 +344,21 @@ def load_study(study_dir: str, config: dict):
         ),
         "none": optuna.pruners.NopPruner,
     }
+    name = config.get("study_name") or os.path.basename(study_dir)
+    if not create:
+        try:
+            return optuna.load_study(
+                study_name=name,
+                storage=storage,
+                sampler=samplers[config["sampler"]](),
+                pruner=pruners[config["pruner"]](),
+            )
+        except KeyError:
+            fail(f"{study_dir} holds no study '{name}' (its {JOURNAL} is missing or another study's)")
     lock = Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)  # two workers may create it at once
     try:
         return optuna.create_study(
-            study_name=os.path.basename(study_dir),
+            study_name=name,
             storage=storage,
             direction="maximize",
             sampler=samplers[config["sampler"]](),
@@ -431,34 +449,66 @@ def run_objective(config: dict, run: Run) -> float | None:
     return normalized(config, run.env_id, sum(last) / len(last))
 
 
+def eval_every(config: dict, run: Run) -> int:
+    module = sweep.load_script(config["algo"])
+    return plumbing.command_line(module.Args, run.start_flags()).eval_every
+
+
 class Watcher:
     """Called by the sweep every few seconds while a trial's run trains: each new evaluation is
-    reported to Optuna (the mean of the runs that ended and this run's latest, at the trial's
-    steps so far), and a trial the pruner rejects has its run stopped with SIGTERM, which makes it
-    write its checkpoint: a pruned trial stays resumable."""
+    reported to Optuna (the mean of the runs that ended and this run's latest), and a trial the
+    pruner rejects has its run stopped with SIGTERM, which makes it write its checkpoint: a pruned
+    trial stays resumable. So does a worker being stopped, which this passes on too.
 
-    def __init__(
-        self, trial, config: dict, run: Run, offset: int, finished_objectives: list[float], reported
-    ):
+    The pruner compares trials at equal steps, so an evaluation is reported at the multiple of
+    --eval-every it passed (the final one at the run's length), not at the rollout end where it
+    fell: trials whose rollouts differ in size still report at the same steps."""
+
+    def __init__(self, trial, config: dict, run: Run, offset: int, finished: list[float], reported, stopping):
         self.trial, self.config, self.run, self.offset = trial, config, run, offset
-        self.finished = finished_objectives
+        self.finished = list(finished)  # the objectives of the trial's runs that ended before this
         self.reported = set(reported)  # steps reported before (by a worker that was stopped)
+        self.every = eval_every(config, run)
+        self.stopping = stopping
+        self.seen: tuple = ()
         self.pruned = False
+
+    def step_of(self, step: int) -> int:
+        if step >= self.run.steps or self.every <= 0:
+            return self.offset + self.run.steps
+        return self.offset + step // self.every * self.every
 
     def __call__(self, process: subprocess.Popen | None) -> None:
         """With process None (the run has ended): report its last evaluations, prune nothing."""
-        if self.pruned:
+        if process is not None and self.stopping.is_set():
+            process.send_signal(signal.SIGTERM)  # a stop that came as the run was starting
+        if self.pruned or not self.changed():
             return
+        new = False
         for step, value in read_evaluations(self.run.run_dir):
-            at = self.offset + step
+            at = self.step_of(step)
             if at in self.reported:
                 continue
             current = normalized(self.config, self.run.env_id, value)
             self.trial.report((sum(self.finished) + current) / (len(self.finished) + 1), at)
             self.reported.add(at)
-        if process is not None and self.reported and self.trial.should_prune():
+            new = True
+        if process is not None and new and self.trial.should_prune():
             self.pruned = True
             process.send_signal(signal.SIGTERM)
+
+    def changed(self) -> bool:
+        """Whether the run's TensorBoard files grew since the last look (reading them costs more)."""
+        try:
+            seen = tuple(
+                (entry.name, entry.stat().st_size)
+                for entry in os.scandir(self.run.run_dir)
+                if entry.name.startswith("events.out.tfevents")
+            )
+        except OSError:
+            return False
+        changed, self.seen = seen != self.seen, seen
+        return changed
 
 
 def log_tail(run: Run) -> str:
@@ -468,6 +518,13 @@ def log_tail(run: Run) -> str:
         return lines[-1] if lines else ""
     except OSError:
         return ""
+
+
+def end_trial(study, trial, state, reason: str) -> str:
+    """A trial that cannot score: told as failed (or refused), with its reason in the study."""
+    trial.set_user_attr("error", reason)
+    study.tell(trial.number, state=state)
+    return reason
 
 
 def run_trial(
@@ -484,31 +541,29 @@ def run_trial(
     try:
         runs = trial_runs(study_dir, config, number, params)
     except SystemExit as error:  # values of the right type that the script refuses together
-        study.set_trial_user_attr(frozen._trial_id, "error", str(error).removeprefix("error: "))
-        study.tell(number, state=TrialState.FAIL)
-        return f"trial {number}: refused ({str(error).removeprefix('error: ')})"
+        reason = str(error).removeprefix("error: ")
+        return f"trial {number}: refused ({end_trial(study, trial, TrialState.FAIL, reason)})"
     objectives: list[float] = []
     offset = 0
     for run in runs:
         if stopping.is_set():
             return f"trial {number}: stopped, resumes next time"
-        watcher = Watcher(trial, config, run, offset, objectives, frozen.intermediate_values)
+        watcher = Watcher(trial, config, run, offset, objectives, frozen.intermediate_values, stopping)
         code, outcome = sweep.run_one(run, threads, watch=watcher, pass_fds=(lock_fd,))
-        if watcher.pruned:
+        if watcher.pruned and run.status() != "finished":  # (one that ended meanwhile scores)
             study.tell(number, state=TrialState.PRUNED)
             step = max(watcher.reported)
             return f"trial {number}: pruned at {step:,} steps ({frozen_value(study, number)})"
         if stopping.is_set() and code != 0:
             return f"trial {number}: stopped, resumes next time"
+        watcher(None)  # the evaluations logged since the last look, up to the final one
         objective = run_objective(config, run) if code == 0 else None
-        if objective is None:
-            reason = f"{run.name}: {outcome}" + (f": {log_tail(run)}" if code != 0 else ", no evaluation")
-            study.set_trial_user_attr(frozen._trial_id, "error", reason)
-            study.tell(number, state=TrialState.FAIL)
-            return f"trial {number}: failed ({reason})"
+        if objective is None or not math.isfinite(objective):
+            why = f": {log_tail(run)}" if code != 0 else f", its objective is {objective}"
+            reason = f"{run.name}: {outcome}{why}"
+            return f"trial {number}: failed ({end_trial(study, trial, TrialState.FAIL, reason)})"
         objectives.append(objective)
         offset += run.steps
-        watcher(None)  # the evaluations logged since the last look, up to the final one
     value = sum(objectives) / len(objectives)
     study.tell(number, value)
     return f"trial {number}: {value:.1f}"
@@ -555,30 +610,25 @@ def next_trial(study, study_dir: str, config: dict):
     os.makedirs(os.path.join(study_dir, "trials"), exist_ok=True)
     study_lock = Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)
     try:
-        trials = study.get_trials(deepcopy=False)
-        for frozen in trials:
-            if frozen.state == TrialState.RUNNING:
-                lock = Locked(trial_lock_path(study_dir, frozen.number), wait=False)
-                if lock.held:
-                    return frozen, lock, True
-        if sum(trial.state != TrialState.WAITING for trial in trials) >= config["trials"]:
-            return None
-        if not trials:  # a new study begins where the user began
-            study.enqueue_trial(starting_values(config), user_attrs={"start": True})
-        trial = study.ask(distributions(config))
-        lock = Locked(trial_lock_path(study_dir, trial.number), wait=False)
-        return study.get_trials(deepcopy=False)[trial.number], lock, False
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            for frozen in trials:
+                if frozen.state == TrialState.RUNNING:
+                    lock = Locked(trial_lock_path(study_dir, frozen.number), wait=False)
+                    if lock.held:
+                        return frozen, lock, True
+            if sum(trial.state != TrialState.WAITING for trial in trials) >= config["trials"]:
+                return None
+            if not trials:  # a new study begins where the user began
+                study.enqueue_trial(starting_values(config), user_attrs={"start": True})
+            trial = study.ask(distributions(config))
+            lock = Locked(trial_lock_path(study_dir, trial.number), wait=False)
+            if lock.held:
+                return study.get_trials(deepcopy=False)[trial.number], lock, False
+            # A process from before holds this number's lock (a study begun again in its folder).
+            end_trial(study, trial, TrialState.FAIL, f"{trial_lock_path(study_dir, trial.number)} is held")
     finally:
         study_lock.release()
-
-
-def trials_running(study, study_dir: str) -> bool:
-    from optuna.trial import TrialState
-
-    return any(
-        sweep.is_locked(trial_lock_path(study_dir, trial.number))
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    )
 
 
 def validation_runs(study, study_dir: str, config: dict) -> list[Run]:
@@ -609,13 +659,17 @@ def best_trial(study):
 def work(study, study_dir: str, config: dict, threads: int, stopping: threading.Event, name: str) -> bool:
     """One worker: trials until the study has its --trials, then (once all have ended) the
     validation runs that no other worker holds. False if something failed."""
+    from optuna.trial import TrialState
+
     succeeded = True
     while not stopping.is_set():
         taken = next_trial(study, study_dir, config)
         if taken is None:
-            if not trials_running(study, study_dir):
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 break
-            stopping.wait(5)  # another worker's trial still runs: the validation needs its end
+            # Another worker's trial still runs (the validation needs its end), or its worker has
+            # just stopped (the next look adopts it).
+            stopping.wait(5)
             continue
         frozen, lock, orphan = taken
         started = time.time()
@@ -649,51 +703,50 @@ def short(value) -> str:
 
 def run_workers(study_dir: str, config: dict, workers: int, threads: int) -> bool:
     """Local workers, each a thread that starts one training process at a time."""
-    stopping = threading.Event()
-
-    def stop(signum, frame):
-        # The runs checkpoint on SIGTERM; their trials stay running in the study and resume.
-        stopping.set()
-        for process in list(sweep.RUNNING):
-            process.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # The runs checkpoint on SIGTERM; their trials stay running in the study and resume.
+    stopping = sweep.stop_runs_on((signal.SIGTERM, signal.SIGINT))
     study = load_study(study_dir, config)
     print(
         f"study {study_dir}: {config['trials']} trials, {workers} workers; "
         f"each run logs to <run dir>/{sweep.LOG}",
         flush=True,
     )
-    results = []
+    results: list[bool] = []
     threads_ = [
-        threading.Thread(
-            target=lambda i=i: results.append(
-                work(study, study_dir, config, threads, stopping, f"worker {i}")
-            )
-        )
+        threading.Thread(target=guarded_work, args=(results, study, study_dir, config, threads, stopping, i))
         for i in range(workers)
     ]
     for thread in threads_:
         thread.start()
     for thread in threads_:
         thread.join()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the report again
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if stopping.is_set():
         print("stopped: run the same command again to resume the study")
-    return all(results) and not stopping.is_set()
+    return len(results) == workers and all(results) and not stopping.is_set()
+
+
+def guarded_work(results: list[bool], study, study_dir, config, threads, stopping, index: int) -> None:
+    """A worker thread: what stops it early (an error it cannot step over) is one line, and the
+    tuner's exit status says so; the trial it held stays running in the study and resumes."""
+    name = f"worker {index}"
+    try:
+        results.append(work(study, study_dir, config, threads, stopping, name))
+    except SystemExit as error:
+        print(f"[{name}] stopped: {error}", flush=True)
+        results.append(False)
+    except Exception as error:
+        print(f"[{name}] stopped by {type(error).__name__}: {plumbing.first_line(error)}", flush=True)
+        results.append(False)
 
 
 def run_task(study_dir: str, threads: int) -> int:
     """A Slurm array task: one worker of the study."""
     config = read_config(study_dir)
-    stopping = threading.Event()
-
-    def stop(signum, frame):
-        stopping.set()
-        for process in list(sweep.RUNNING):
-            process.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
+    # Slurm's warning before a time limit (--signal=B:TERM@...) reaches this process alone: pass
+    # it on, so the runs write their checkpoints before the kill.
+    stopping = sweep.stop_runs_on((signal.SIGTERM,))
     study = load_study(study_dir, config)
     task = os.environ.get("SLURM_ARRAY_TASK_ID", "?")
     succeeded = work(study, study_dir, config, threads, stopping, f"task {task}")
@@ -707,23 +760,13 @@ def submit_to_slurm(study_dir: str, options: argparse.Namespace) -> bool:
     slurm_dir = os.path.join(study_dir, "slurm")
     os.makedirs(slurm_dir, exist_ok=True)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    directives = [
-        f"--job-name={options.job_name}",
-        f"--array=0-{options.workers - 1}",
-        "--ntasks=1",
-        f"--cpus-per-task={options.cpus_per_task}",
-        f"--output={slurm_dir}/%A_%a.out",
-        *([f"--partition={options.partition}"] if options.partition else []),
-        *([f"--time={options.time}"] if options.time else []),
-    ]
-    script_path = os.path.join(slurm_dir, f"tune-{stamp}.sbatch")
-    with open(script_path, "w") as f:
-        f.write("#!/bin/bash\n" + "".join(f"#SBATCH {line}\n" for line in directives))
-        f.write("# each task is one worker of the study: trials until it has its --trials, then validation\n")
-        f.write(
-            f"exec {shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} "
-            f"--tune-task {shlex.quote(study_dir)} --threads {options.cpus_per_task}\n"
-        )
+    script_path = sweep.write_array_script(
+        options,
+        options.workers,
+        os.path.join(slurm_dir, f"tune-{stamp}.sbatch"),
+        "# each task is one worker of the study: trials until it has its --trials, then validation",
+        f"--tune --tune-task {shlex.quote(study_dir)} --threads {options.cpus_per_task}",
+    )
     print(
         f"submitting {options.workers} workers as one array job; task logs: {slurm_dir}/<job>_<task>.out",
         flush=True,
@@ -760,7 +803,7 @@ def trial_rows(study, study_dir: str, config: dict) -> list[dict]:
 
 
 def print_status(study_dir: str, config: dict) -> None:
-    study = load_study(study_dir, config)
+    study = load_study(study_dir, config, create=False)
     rows = trial_rows(study, study_dir, config)
     for row in rows:
         value = f"{row['value']:.1f}" if row["value"] is not None else "-"
@@ -814,7 +857,7 @@ def mean_std(values: list[float]) -> str:
 def write_report(study_dir: str, config: dict, quiet: bool = False) -> str:
     """report/tuning.md, history.png and importances.png; the validation's curves in validation/report.
     Under the study's lock: the workers of a Slurm array each write it as they end."""
-    study = load_study(study_dir, config)
+    study = load_study(study_dir, config, create=False)
     lock = Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)
     try:
         return write_report_locked(study, study_dir, config, quiet)
@@ -822,11 +865,20 @@ def write_report(study_dir: str, config: dict, quiet: bool = False) -> str:
         lock.release()
 
 
+def save_figure(path: str) -> None:
+    """Optuna's matplotlib plot just drawn, at a readable size."""
+    import matplotlib.pyplot as plt
+
+    plt.gcf().set_size_inches(8, 5)
+    plt.tight_layout()
+    plt.savefig(path, dpi=100)
+    plt.close("all")
+
+
 def write_report_locked(study, study_dir: str, config: dict, quiet: bool) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
 
     out = os.path.join(study_dir, "report")
@@ -867,21 +919,15 @@ def write_report_locked(study, study_dir: str, config: dict, quiet: bool) -> str
         if len(complete) > 1 and len(config["space"]) > 1:
             try:
                 importances = optuna.importance.get_param_importances(study)
-                lines += ["Parameter importances (Optuna's fANOVA):", ""]
+                lines += ["Parameter importances (Optuna's default evaluator, PED-ANOVA):", ""]
                 lines += [f"- {key}: {value:.2f}" for key, value in importances.items()] + [""]
                 optuna.visualization.matplotlib.plot_param_importances(study)
-                plt.gcf().set_size_inches(8, 5)
-                plt.tight_layout()
-                plt.savefig(os.path.join(out, "importances.png"), dpi=100)
-                plt.close("all")
+                save_figure(os.path.join(out, "importances.png"))
                 lines += ["![importances](importances.png)", ""]
-            except (ValueError, RuntimeError) as error:
+            except (ValueError, RuntimeError, ImportError) as error:
                 lines += [f"(no importances: {plumbing.first_line(error)})", ""]
         optuna.visualization.matplotlib.plot_optimization_history(study)
-        plt.gcf().set_size_inches(8, 5)
-        plt.tight_layout()
-        plt.savefig(os.path.join(out, "history.png"), dpi=100)
-        plt.close("all")
+        save_figure(os.path.join(out, "history.png"))
         lines += ["![history](history.png)", ""]
     runs = validation_runs(study, study_dir, config)
     if runs:
@@ -1009,6 +1055,9 @@ def main(argv: list[str]) -> int:
     study_dir = os.path.join(options.runs_dir, options.study or default_study_name(config))
     check_config(study_dir, config)
     exists = os.path.exists(os.path.join(study_dir, CONFIG))
+    # The study's name in its journal stays what it was made with, should the folder be renamed.
+    saved_name = read_config(study_dir).get("study_name") if exists else None
+    config["study_name"] = saved_name or os.path.basename(study_dir)
     if options.dry_run:
         print_plan(study_dir, config, exists, options.threads)
         return 0

@@ -168,6 +168,26 @@ def test_the_pruner_stops_a_planted_bad_trial_which_stays_resumable(tmp_path):
     assert "trial 5    pruned" in benchmark(*flags, "--status").stdout
 
 
+def test_a_combination_the_script_refuses_fails_its_trial_and_the_study_goes_on(tmp_path):
+    runs_dir = tmp_path / "runs"
+    flags = tune_flags(runs_dir, "--workers", "1", "--no-validate", trials=2)
+    flags[flags.index(SPACE)] = "num-steps=8,256 num-minibatches=2,8"  # each alone is accepted
+    options = tune.parse_options([flag for flag in flags if flag != "--tune"])
+    config = tune.study_config(options)
+    directory = str(study_dir(runs_dir))
+    os.makedirs(directory)
+    tune.plumbing.write_json_atomically(config, os.path.join(directory, tune.CONFIG))
+    # 8 steps in 8 minibatches: minibatches of one step, which ppo_continuous.py refuses.
+    study = tune.load_study(directory, config)
+    study.enqueue_trial({"num-steps": "8", "num-minibatches": "8"})
+    study.enqueue_trial({"num-steps": "256", "num-minibatches": "2"})
+    result = benchmark(*flags)
+    assert "trial 0: refused (InvertedDoublePendulum-v4__ppo__trial-0__1: " in result.stdout
+    assert [state for _, state, _ in trials(runs_dir)] == ["FAIL", "COMPLETE"]
+    status = benchmark(*flags, "--status").stdout
+    assert "trial 0    fail" in status and "2 of 2 trials: 1 fail, 1 complete" in status
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -186,6 +206,7 @@ def test_the_pruner_stops_a_planted_bad_trial_which_stays_resumable(tmp_path):
         (["--validate-seeds", "1"], "--validate-seeds must be seeds the study never saw"),
         (["--study", "../x"], "--study '../x' must be one name"),
         (["--envs", "Walker2d-v4 Pendulum-v1"], "no reference score to normalize Pendulum-v1 by"),
+        (["--validate-seeds", " "], "--validate-seeds is empty: give seeds, or --no-validate"),
     ],
 )
 def test_bad_input_is_one_line_before_anything_starts(tmp_path, flags, message):
