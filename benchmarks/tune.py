@@ -51,7 +51,7 @@ STUDY_LOCK = "tune.lock"
 EVAL_TAG = "eval/episodic_return"
 
 # For a study over several envs each run's objective is normalized before the envs are averaged:
-# 0 is a uniformly random policy (10 seeded episodes, measured with Gymnasium 1.4 / MuJoCo 3), 1 the
+# 0 is a uniformly random policy (10 seeded episodes, measured with Gymnasium 1.4 / MuJoCo 4), 1 the
 # best published return at 1M steps in shared/REFERENCES.md (MR.Q, SimbaV2, Tianshou), as CleanRL's
 # tuner normalizes Atari by random and human scores. --reference ENV=LOW:HIGH sets others.
 REFERENCE_SCORES = {
@@ -991,6 +991,13 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     env = os.environ.get
     parser = sweep.make_parser()
     parser.prog = "bash benchmark.sh --tune"
+    parser.description = (
+        "Tune one algorithm with an Optuna study whose trials are runs; the sweep's options work as"
+        " for a sweep, --workers and --slurm run trials at once (docs/tuning.md)."
+    )
+    parser.epilog = (
+        "example: bash benchmark.sh --tune --algos ppo --envs HalfCheetah-v4 --steps 1000000 --trials 30"
+    )
     parser.set_defaults(algos=env("ALGOS", ""), seeds=env("SEEDS", "1"))
     tuning = parser.add_argument_group("tuning (--tune)")
     add = tuning.add_argument
