@@ -934,16 +934,20 @@ def write_report_locked(study, study_dir: str, config: dict, quiet: bool) -> str
         lines += [
             f"## Validation on seeds {config['validate_seeds']}",
             "",
-            "Final evaluation, mean ± std over seeds (and per seed):",
+            "Final evaluation, mean ± std over seeds (and per seed); the study's objective on these seeds:",
             "",
-            "| setting | final eval | per seed | seeds finished |",
-            "|---|---|---|---|",
+            "| setting | final eval | per seed | the study's objective | seeds finished |",
+            "|---|---|---|---|---|",
         ]
         for label in dict.fromkeys(run.setting for run in runs):
-            finals = final_evaluations([run for run in runs if run.setting == label])
+            finished = [run for run in runs if run.setting == label and run.status() == "finished"]
+            finals = final_evaluations(finished)
+            # The same measure as the study's (its best value is the best of many noisy draws).
+            objectives = [run_objective(config, run) for run in finished]
             per_seed = ", ".join(f"{value:.0f}" for value in finals)
             lines.append(
                 f"| {label} | {mean_std(finals)} | {per_seed} | "
+                f"{mean_std([value for value in objectives if value is not None])} | "
                 f"{len(finals)} of {len(config['validate_seeds'])} |"
             )
         lines += [""]
