@@ -105,14 +105,12 @@ def test_two_tuners_share_a_study_that_ends_with_the_trials_asked_and_grows_with
     more = benchmark(*tune_flags(runs_dir, "--workers", "1", "--validate-seeds", "7", trials=4))
     assert re.findall(r"\] trial (\d+) starts: ", more.stdout) == ["3"]
     assert [state for _, state, _ in trials(runs_dir)] == ["COMPLETE"] * 4
-    status = benchmark(*tune_flags(runs_dir, "--status", trials=4)).stdout
-    assert "4 of 4 trials: 4 complete" in status and "best so far: trial" in status
 
 
 def test_a_tuner_killed_mid_trial_resumes_the_trial_without_losing_or_counting_it_twice(tmp_path):
     runs_dir = tmp_path / "runs"
     tiny = TINY.replace("eval-every=512", "eval-every=2048") + " checkpoint-every=1024"
-    flags = tune_flags(runs_dir, "--workers", "1", "--no-validate", steps=40960, trials=1, tiny=tiny)
+    flags = tune_flags(runs_dir, "--workers", "1", "--no-validate", steps=24576, trials=1, tiny=tiny)
     process = subprocess.Popen(
         ["bash", BENCHMARK, *flags], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -124,14 +122,14 @@ def test_a_tuner_killed_mid_trial_resumes_the_trial_without_losing_or_counting_i
     os.killpg(process.pid, signal.SIGKILL)  # the tuner and its run, with no chance to checkpoint
     process.wait()
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=True, mmap=True)["global_step"]
-    assert 1024 <= killed_at < 40960
+    assert 1024 <= killed_at < 24576
     assert [state for _, state, _ in trials(runs_dir)] == ["RUNNING"]  # its worker is gone
 
     resumed = benchmark(*flags)
     assert "trial 0 resumes (its worker had stopped)" in resumed.stdout
     assert [(number, state) for number, state, _ in trials(runs_dir)] == [(0, "COMPLETE")]
     assert len(starts(run_dir)) == 2 and "--resume" in open(run_dir / "benchmark.log").read()
-    assert json.load(open(run_dir / "summary.json"))["global_step"] == 40960
+    assert json.load(open(run_dir / "summary.json"))["global_step"] == 24576
 
 
 def test_the_pruner_stops_a_planted_bad_trial_which_stays_resumable(tmp_path):
@@ -186,6 +184,7 @@ def test_a_combination_the_script_refuses_fails_its_trial_and_the_study_goes_on(
     assert [state for _, state, _ in trials(runs_dir)] == ["FAIL", "COMPLETE"]
     status = benchmark(*flags, "--status").stdout
     assert "trial 0    fail" in status and "2 of 2 trials: 1 fail, 1 complete" in status
+    assert "best so far: trial 1, " in status
 
 
 @pytest.mark.parametrize(
