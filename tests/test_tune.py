@@ -132,6 +132,16 @@ def test_a_tuner_killed_mid_trial_resumes_the_trial_without_losing_or_counting_i
     assert json.load(open(run_dir / "summary.json"))["global_step"] == 24576
 
 
+def made_by_hand(runs_dir, flags):
+    """The study these flags make, begun in-process (tune.json and an empty journal), for a test to
+    plant trials in before the tuner runs."""
+    config = tune.study_config(tune.parse_options([flag for flag in flags if flag != "--tune"]))
+    directory = str(study_dir(runs_dir))
+    os.makedirs(directory)
+    tune.plumbing.write_json_atomically(config, os.path.join(directory, tune.CONFIG))
+    return tune.load_study(directory, config), config
+
+
 def test_the_pruner_stops_a_planted_bad_trial_which_stays_resumable(tmp_path):
     import optuna
 
@@ -140,12 +150,7 @@ def test_the_pruner_stops_a_planted_bad_trial_which_stays_resumable(tmp_path):
     steps = 65536
     flags = tune_flags(runs_dir, "--workers", "1", "--no-validate", steps=steps, trials=6, tiny=tiny)
     # Five trials that scored far above anything this run can reach, at every step it reports.
-    options = tune.parse_options([flag for flag in flags if flag != "--tune"])
-    config = tune.study_config(options)
-    directory = str(study_dir(runs_dir))
-    os.makedirs(directory)
-    tune.plumbing.write_json_atomically(config, os.path.join(directory, tune.CONFIG))
-    study = tune.load_study(directory, config)
+    study, config = made_by_hand(runs_dir, flags)
     for _ in range(5):
         study.add_trial(
             optuna.trial.create_trial(
@@ -170,13 +175,8 @@ def test_a_combination_the_script_refuses_fails_its_trial_and_the_study_goes_on(
     runs_dir = tmp_path / "runs"
     flags = tune_flags(runs_dir, "--workers", "1", "--no-validate", trials=2)
     flags[flags.index(SPACE)] = "num-steps=8,256 num-minibatches=2,8"  # each alone is accepted
-    options = tune.parse_options([flag for flag in flags if flag != "--tune"])
-    config = tune.study_config(options)
-    directory = str(study_dir(runs_dir))
-    os.makedirs(directory)
-    tune.plumbing.write_json_atomically(config, os.path.join(directory, tune.CONFIG))
+    study, _ = made_by_hand(runs_dir, flags)
     # 8 steps in 8 minibatches: minibatches of one step, which ppo_continuous.py refuses.
-    study = tune.load_study(directory, config)
     study.enqueue_trial({"num-steps": "8", "num-minibatches": "8"})
     study.enqueue_trial({"num-steps": "256", "num-minibatches": "2"})
     result = benchmark(*flags)
@@ -222,9 +222,7 @@ def test_bad_input_from_the_command_line_is_one_line_and_a_changed_study_is_refu
     result = benchmark(*tune_flags(runs_dir, "--space", "gamma=1:0"), check=False)
     assert result.returncode != 0 and result.stdout == ""
     assert result.stderr.strip().splitlines() == ["error: --space: gamma=1:0: LOW must be below HIGH"]
-    os.makedirs(study_dir(runs_dir))
-    options = tune.parse_options([flag for flag in tune_flags(runs_dir) if flag != "--tune"])
-    tune.plumbing.write_json_atomically(tune.study_config(options), str(study_dir(runs_dir) / tune.CONFIG))
+    made_by_hand(runs_dir, tune_flags(runs_dir))
     other = benchmark(*tune_flags(runs_dir, steps=2048), check=False)
     assert other.returncode != 0
     assert "holds another study (its envs differ)" in other.stderr and len(other.stderr.splitlines()) == 1
