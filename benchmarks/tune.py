@@ -1075,8 +1075,8 @@ def main(argv: list[str]) -> int:
     if options.status:
         if not exists:
             print(f"study {study_dir}: not started (0 of {config['trials']} trials)")
-        else:
-            print_status(study_dir, config)
+        else:  # as the study last ran: its --trials then, whatever this command says
+            print_status(study_dir, {**config, "trials": read_config(study_dir)["trials"]})
         return 0
     if options.report:
         if not exists:
