@@ -279,14 +279,32 @@ def run_one(run: Run, threads: int, watch: Watch | None = None, pass_fds: tuple 
         return 0, SKIPPED
     os.makedirs(run.run_dir, exist_ok=True)
     # Two sweeps started at once (two terminals, a requeued Slurm task) must not run one run twice.
-    with open(os.path.join(run.run_dir, LOCK), "w") as lock:
+    lock = Locked(os.path.join(run.run_dir, LOCK), wait=False)
+    if not lock.held:
+        return 1, "not run: another sweep is running it"
+    try:
+        return run_locked(run, threads, (lock.file.fileno(), *pass_fds), watch)
+    finally:
+        lock.release()
+
+
+class Locked:
+    """flock on a file, waiting (blocking) or not; `held` says whether it was had. On a file
+    system without locks (as the training scripts do) it counts as held: go on without one."""
+
+    def __init__(self, path: str, wait: bool):
+        self.file = open(path, "a")
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            self.held = True
         except BlockingIOError:
-            return 1, "not run: another sweep is running it"
-        except OSError:  # a file system without locks (as the training scripts do): go on without
-            pass
-        return run_locked(run, threads, (lock.fileno(), *pass_fds), watch)
+            self.held = False
+            self.file.close()
+        except OSError:  # ENOSYS on some cluster mounts
+            self.held = True
+
+    def release(self) -> None:
+        self.file.close()
 
 
 Watch = typing.Callable[[subprocess.Popen], None]

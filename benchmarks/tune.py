@@ -20,8 +20,8 @@ and the starting one (--set) on seeds the study never saw, as an ordinary sweep 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
-import fcntl
 import io
 import json
 import math
@@ -181,6 +181,11 @@ def make_space(algo: str, space: dict[str, str], base_flags: dict[str, str]) -> 
     return params
 
 
+def set_values(text: str) -> dict[str, str]:
+    """--set's flags and their one value each: 'gamma=0.99 num-envs=4' -> {'gamma': '0.99', ...}."""
+    return {key: values[0] for key, values in sweep.parse_assignments(text, "--set")}
+
+
 def assignment_flags(module, algo: str, settings: dict[str, str]) -> list[str]:
     return [flag for key, value in settings.items() for flag in sweep.flag_for(module, algo, key, value)]
 
@@ -213,8 +218,7 @@ def study_config(options: argparse.Namespace) -> dict:
     planned = sweep.plan(argparse.Namespace(**{**vars(options), "algos": algo, "runs_dir": "/nonexistent"}))
     envs = list(dict.fromkeys((run.env_id, run.steps) for run in planned))
     seeds = list(dict.fromkeys(run.seed for run in planned))
-    fixed = dict(sweep.parse_assignments(options.set, "--set"))
-    fixed = {key: values[0] for key, values in fixed.items()}
+    fixed = set_values(options.set)
     space = study_space(algo, options.space, fixed, not options.no_default_space)
     if not space:
         fail("nothing to search: the space is empty (--set fixes every flag of the default space?)")
@@ -355,7 +359,7 @@ def load_study(study_dir: str, config: dict, create: bool = True):
             )
         except KeyError:
             fail(f"{study_dir} holds no study '{name}' (its {JOURNAL} is missing or another study's)")
-    lock = Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)  # two workers may create it at once
+    lock = sweep.Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)  # two workers may create it at once
     try:
         return optuna.create_study(
             study_name=name,
@@ -377,7 +381,7 @@ def starting_values(config: dict) -> dict:
     """The starting setting's value of each searched flag (--set's, else the script's default),
     where it lies in the space: the study's first trial, so the report shows where it began."""
     module = sweep.load_script(config["algo"])
-    fixed = {key: values[0] for key, values in sweep.parse_assignments(config["set"], "--set")}
+    fixed = set_values(config["set"])
     defaults = {field.name.replace("_", "-"): field.default for field in fields(module.Args)}
     values = {}
     for key, spec in config["space"].items():
@@ -395,7 +399,7 @@ def starting_values(config: dict) -> dict:
 
 def trial_settings(config: dict, params: dict) -> str:
     """--set for a trial's runs: the starting flags with the trial's values laid over them."""
-    fixed = {key: values[0] for key, values in sweep.parse_assignments(config["set"], "--set")}
+    fixed = set_values(config["set"])
     merged = {**fixed, **{key: spelled(value) for key, value in params.items()}}
     return " ".join(f"{key}={value}" for key, value in merged.items())
 
@@ -579,24 +583,6 @@ def frozen_value(study, number: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class Locked:
-    """flock on a file, waiting (blocking) or not; on a file system without locks, no lock."""
-
-    def __init__(self, path: str, wait: bool):
-        self.file = open(path, "a")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            self.held = True
-        except BlockingIOError:
-            self.held = False
-            self.file.close()
-        except OSError:  # ENOSYS on some cluster mounts: as the sweep does, go on without
-            self.held = True
-
-    def release(self) -> None:
-        self.file.close()
-
-
 def trial_lock_path(study_dir: str, number: int) -> str:
     return os.path.join(study_dir, "trials", f"trial-{number}.lock")
 
@@ -608,13 +594,13 @@ def next_trial(study, study_dir: str, config: dict):
     from optuna.trial import TrialState
 
     os.makedirs(os.path.join(study_dir, "trials"), exist_ok=True)
-    study_lock = Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)
+    study_lock = sweep.Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)
     try:
         while True:
             trials = study.get_trials(deepcopy=False)
             for frozen in trials:
                 if frozen.state == TrialState.RUNNING:
-                    lock = Locked(trial_lock_path(study_dir, frozen.number), wait=False)
+                    lock = sweep.Locked(trial_lock_path(study_dir, frozen.number), wait=False)
                     if lock.held:
                         return frozen, lock, True
             if sum(trial.state != TrialState.WAITING for trial in trials) >= config["trials"]:
@@ -622,7 +608,7 @@ def next_trial(study, study_dir: str, config: dict):
             if not trials:  # a new study begins where the user began
                 study.enqueue_trial(starting_values(config), user_attrs={"start": True})
             trial = study.ask(distributions(config))
-            lock = Locked(trial_lock_path(study_dir, trial.number), wait=False)
+            lock = sweep.Locked(trial_lock_path(study_dir, trial.number), wait=False)
             if lock.held:
                 return study.get_trials(deepcopy=False)[trial.number], lock, False
             # A process from before holds this number's lock (a study begun again in its folder).
@@ -779,7 +765,7 @@ def submit_to_slurm(study_dir: str, options: argparse.Namespace) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def trial_rows(study, study_dir: str, config: dict) -> list[dict]:
+def trial_rows(study, study_dir: str) -> list[dict]:
     from optuna.trial import TrialState
 
     rows = []
@@ -804,16 +790,14 @@ def trial_rows(study, study_dir: str, config: dict) -> list[dict]:
 
 def print_status(study_dir: str, config: dict) -> None:
     study = load_study(study_dir, config, create=False)
-    rows = trial_rows(study, study_dir, config)
+    rows = trial_rows(study, study_dir)
     for row in rows:
         value = f"{row['value']:.1f}" if row["value"] is not None else "-"
         note = " (the starting setting)" if row["start"] else ""
         note += f": {row['error']}" if row["error"] else ""
         print(f"trial {row['number']:<4} {row['state']:<11} {value:>10}  at {row['steps']:,}  "
               f"{params_text(row['params'])}{note}")  # fmt: skip
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    counts = collections.Counter(row["state"] for row in rows)
     summary = ", ".join(f"{count} {state}" for state, count in counts.items())
     print(f"{len(rows)} of {config['trials']} trials" + (f": {summary}" if rows else ""))
     best = best_trial(study)
@@ -858,7 +842,7 @@ def write_report(study_dir: str, config: dict, quiet: bool = False) -> str:
     """report/tuning.md, history.png and importances.png; the validation's curves in validation/report.
     Under the study's lock: the workers of a Slurm array each write it as they end."""
     study = load_study(study_dir, config, create=False)
-    lock = Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)
+    lock = sweep.Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)
     try:
         return write_report_locked(study, study_dir, config, quiet)
     finally:
@@ -883,7 +867,7 @@ def write_report_locked(study, study_dir: str, config: dict, quiet: bool) -> str
 
     out = os.path.join(study_dir, "report")
     os.makedirs(out, exist_ok=True)
-    rows = trial_rows(study, study_dir, config)
+    rows = trial_rows(study, study_dir)
     best = best_trial(study)
     envs = ", ".join(f"{env_id} ({steps:,} steps)" for env_id, steps in config["envs"])
     objective = f"the mean of a run's last {config['objective_evals']} evaluations"
