@@ -35,10 +35,10 @@ import torch
 import tyro
 from PIL import Image, ImageDraw, ImageFont
 
-import plumbing
 import ppo_continuous
 import sac_continuous
-from plumbing import fail
+from actor_critic import checkpoints, cli
+from actor_critic.cli import fail
 
 GIF_COLORS = 64  # one palette for the whole GIF; 64 colours look right for these scenes
 GIF_MAX_FPS = 16  # by default the GIF keeps just enough frames for this many per simulated second
@@ -147,8 +147,8 @@ def checkpoint_paths(args: Args) -> list[str]:
 
 
 def load_checkpoint(path: str) -> dict:
-    """plumbing's checked load, and the policy's own keys for its algorithm."""
-    checkpoint = plumbing.load_checkpoint(path, reader="enjoy.py")
+    """The checked load (actor_critic.checkpoints), and the policy's own keys for its algorithm."""
+    checkpoint = checkpoints.load_checkpoint(path, reader="enjoy.py")
     policy_keys = ("actor",) if checkpoint["algorithm"] == "sac" else ("agent", "obs_rms")
     for key in policy_keys:
         if key not in checkpoint:
@@ -165,7 +165,7 @@ def make_env(env_id: str, path: str, **kwargs) -> gym.Env:
     try:
         return gym.make(env_id, **kwargs)
     except (gym.error.Error, ImportError, AttributeError, TypeError) as error:  # not registered/installed
-        reason = plumbing.first_line(error)
+        reason = cli.first_line(error)
         fail(f"cannot make env '{env_id}' for {path}: {reason[:160]} (is it installed and registered?)")
 
 
@@ -394,7 +394,7 @@ def write_gif(frames: list[np.ndarray], path: str, seconds_per_frame: float) -> 
     except (OSError, ValueError) as error:
         if os.path.isfile(partial):
             os.remove(partial)
-        fail(f"cannot write {path}: {plumbing.first_line(error)[:160]}")
+        fail(f"cannot write {path}: {cli.first_line(error)[:160]}")
     with Image.open(path) as written:  # identical consecutive frames are merged: count what was written
         return os.path.getsize(path), written.n_frames
 
@@ -415,7 +415,7 @@ def write_video(frames: list[np.ndarray], path: str, fps: float) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         imageio.mimwrite(path, frames, fps=fps)
     except (OSError, ValueError) as error:  # an unwritable path, or an extension ffmpeg does not know
-        fail(f"cannot write {path}: {plumbing.first_line(error)}")
+        fail(f"cannot write {path}: {cli.first_line(error)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,9 +522,9 @@ def main(args: Args) -> dict:
             with open(args.json, "w") as f:
                 f.write(json.dumps(summary, indent=2) + "\n")
         except OSError as error:  # the scores are printed above, so not lost
-            fail(f"cannot write {args.json}: {plumbing.first_line(error)}")
+            fail(f"cannot write {args.json}: {cli.first_line(error)}")
     return summary
 
 
 if __name__ == "__main__":
-    main(plumbing.command_line(Args))
+    main(cli.command_line(Args))

@@ -28,7 +28,8 @@ from collections import defaultdict
 
 import numpy as np
 
-import plumbing
+from actor_critic import cli
+from actor_critic.algorithms import ALGORITHMS
 
 
 def fail(message: str) -> None:
@@ -54,7 +55,7 @@ def setting_from_args(algorithm: str, saved_args: dict) -> str:
     """For runs not made by benchmark.sh: the saved hyperparameters that differ from the script's
     defaults (the flags that change how, not what, is trained are no part of a setting)."""
     defaults = script_defaults(algorithm)
-    not_a_setting = plumbing.flags_with_role(training_script(algorithm).Args, "how", "axis")
+    not_a_setting = cli.flags_with_role(training_script(algorithm).Args, "how", "axis")
     changed = [
         f"{name.replace('_', '-')}={spell(value)}"
         for name, value in saved_args.items()
@@ -69,7 +70,7 @@ def setting_from_flags(algorithm: str, flags: list[str]) -> str | None:
     """The setting a sweep's recorded flags (benchmark.json) train, spelled as setting_from_args
     spells it, --set flags included; None where today's script no longer reads them."""
     try:
-        args = plumbing.command_line(training_script(algorithm).Args, flags)
+        args = cli.command_line(training_script(algorithm).Args, flags)
     except SystemExit:
         return None
     return setting_from_args(algorithm, vars(args))
@@ -87,7 +88,7 @@ def checked(run: dict, run_dir: str) -> dict | None:
     finished = isinstance(summary, dict) and summary.get("final_eval_mean") is not None
     number = (int, float)
     problems = [
-        (run["algo"] not in plumbing.SCRIPTS, f"unknown algorithm {str(run['algo'])[:40]!r}"),
+        (run["algo"] not in ALGORITHMS, f"unknown algorithm {str(run['algo'])[:40]!r}"),
         (
             not isinstance(run["env_id"], str) or not re.fullmatch(r"[\w.:-]+", run["env_id"]),
             f"env id {str(run['env_id'])[:40]!r} is not a name",
@@ -160,7 +161,7 @@ def describe(run_dir: str) -> dict | None:
         run["setting"] = setting_from_args(checkpoint["algorithm"], args)
         return run
     except Exception as error:  # a foreign or broken file: say so, and go on with the others
-        return skip(run_dir, f"{existing[0]} is not readable ({plumbing.first_line(error)[:160]})")
+        return skip(run_dir, f"{existing[0]} is not readable ({cli.first_line(error)[:160]})")
 
 
 LABEL = "label"  # a sweep's --label (a name for its --set flags) reads as the value of this flag
@@ -259,13 +260,10 @@ def spell(value) -> str:
 
 
 def training_script(algorithm: str):
-    # <algorithm>_continuous.py: the only modules a run's files may name.
-    if algorithm not in plumbing.SCRIPTS:
+    # The registry's scripts: the only modules a run's files may name.
+    if algorithm not in ALGORITHMS:
         fail(f"unknown algorithm {algorithm!r}")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    module = __import__(f"{algorithm}_continuous")
-    sys.path.pop(0)
-    return module
+    return ALGORITHMS[algorithm].module()
 
 
 def script_defaults(algorithm: str) -> dict[str, str]:

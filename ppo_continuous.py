@@ -5,7 +5,7 @@
 
 Read top to bottom: hyperparameters, normalization, the agent, advantages and the update, the loop
 state, and the training loop (rollout, advantages, update). What holds no algorithm (checkpoint
-files, resume, run directories, logging, signals, env creation) is in plumbing.py. docs/ppo.md
+files, resume, run directories, logging, signals, env creation) is in the actor_critic package. docs/ppo.md
 documents the logged metrics and details.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import plumbing
-from plumbing import axis, fail, how
+from actor_critic import checkpoints, cli, environments, training
+from actor_critic.cli import axis, fail, how
 
 ALGORITHM = "ppo"
 
@@ -146,7 +146,7 @@ TUNING_SPACE = {
 
 
 def check_args(args: Args) -> None:
-    plumbing.check_numbers(
+    cli.check_numbers(
         args,
         positive=("total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches")
         + ("update_epochs", "hidden_size", "reward_scale"),
@@ -360,8 +360,8 @@ def policy_from_checkpoint(
                 raise ValueError(f"observation statistics of shape {obs_rms.mean.shape}")
             tensors = [torch.as_tensor(obs_rms.mean), torch.as_tensor(obs_rms.var)]
     except (KeyError, IndexError, RuntimeError, TypeError, AttributeError, ValueError) as error:
-        fail(f"{path} is damaged: its policy does not load ({plumbing.first_line(error)[:160]})")
-    plumbing.check_finite_policy([*agent.parameters(), *tensors], path)
+        fail(f"{path} is damaged: its policy does not load ({cli.first_line(error)[:160]})")
+    checkpoints.check_finite_policy([*agent.parameters(), *tensors], path)
     low, high = (
         np.array(checkpoint["action_low"], np.float32),
         np.array(checkpoint["action_high"], np.float32),
@@ -375,7 +375,7 @@ def load_policy(
     """A trained PPO policy from final_model.pt, models/step_*.pt or checkpoint.pt, as a function
     from an observation (or a batch) to the action to take, its normalization included. Never runs
     code from the file."""
-    checkpoint = plumbing.load_policy_file(path, ALGORITHM, ("agent", "obs_rms"))
+    checkpoint = checkpoints.load_policy_file(path, ALGORITHM, ("agent", "obs_rms"))
     return policy_from_checkpoint(checkpoint, path, device, stochastic)
 
 
@@ -504,7 +504,7 @@ class LoopState:
     normalization statistics and the RNGs, it is what a checkpoint saves and a resume restores."""
 
     raw_obs: np.ndarray  # the envs' last observations, before normalization
-    episodes: plumbing.Episodes
+    episodes: training.Episodes
     discounted_returns: np.ndarray  # per env, for reward scaling
     action_rng: np.random.Generator  # the rollout's exploration noise
     global_step: int = 0
@@ -517,13 +517,13 @@ class LoopState:
             **self.episodes.state_dict(),
             "discounted_returns": torch.as_tensor(self.discounted_returns),
             "action_rng": self.action_rng.bit_generator.state,
-            "env_states": plumbing.get_env_states(envs),
+            "env_states": environments.get_env_states(envs),
         }
 
     def load_state_dict(self, rollout: dict, global_step: int, envs, args: Args) -> None:
         self.global_step, self.iteration = global_step, rollout["iteration"]
         self.action_rng.bit_generator.state = rollout["action_rng"]
-        restored = plumbing.set_env_states(envs, rollout["env_states"], rollout["prev_done"].numpy())
+        restored = environments.set_env_states(envs, rollout["env_states"], rollout["prev_done"].numpy())
         self.episodes.load_state_dict(rollout, episodes_too=restored)
         if restored:
             self.raw_obs = rollout["raw_obs"].numpy()
@@ -538,12 +538,12 @@ def save_checkpoint(run, args, envs, state, agent, optimizer, normalizers, final
     if not all(bool(torch.isfinite(p).all()) for p in agent.parameters()):  # the last good one stays
         run.stop_non_finite(f"weights by step {state.global_step}")
     rms = {"obs_rms": obs_rms.state_dict() if obs_rms is not None else None}
-    model = plumbing.policy_record(args, ALGORITHM, envs, state.global_step, agent=agent.state_dict(), **rms)
+    model = checkpoints.policy_record(args, ALGORITHM, envs, state.global_step, agent=agent.state_dict(), **rms)
     training = {
         "optimizer": optimizer.state_dict(),
         "return_rms": return_rms.state_dict() if return_rms is not None else None,
         **({"value_rms": value_rms.state_dict()} if value_rms is not None else {}),
-        **plumbing.rng_states(device),
+        **checkpoints.rng_states(device),
         "rollout": state.state_dict(envs),
     }
     run.save(model, training, final, device)
@@ -560,10 +560,10 @@ def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normaliz
             return_rms.load_state_dict(checkpoint["return_rms"])
         if value_rms is not None:
             value_rms.load_state_dict(checkpoint["value_rms"])
-        plumbing.set_rng_states(checkpoint, device)
+        checkpoints.set_rng_states(checkpoint, device)
         state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
-        fail(f"{args.resume} is damaged: it does not restore ({plumbing.first_line(error)[:160]})")
+        fail(f"{args.resume} is damaged: it does not restore ({cli.first_line(error)[:160]})")
     print(f"resuming {args.run_name} at step {state.global_step}")
 
 
@@ -573,25 +573,25 @@ def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normaliz
 
 
 def train(args: Args, given_flags: set[str] | None = None) -> dict:
-    """Train, or with `args.resume` continue a run; `given_flags` (plumbing.given_flags) are the
+    """Train, or with `args.resume` continue a run; `given_flags` (cli.given_flags) are the
     flags the command line set, which a resume takes even at their defaults."""
     # Subnormal floats are ~30x slower on x86; flushing them must precede torch's worker threads.
     torch.set_flush_denormal(True)
     checkpoint = None
     if args.resume:
-        checkpoint = plumbing.load_checkpoint(args.resume)
-        args = plumbing.args_for_resume(args, checkpoint, args.resume, ALGORITHM, given_flags)
+        checkpoint = checkpoints.load_checkpoint(args.resume)
+        args = cli.args_for_resume(args, checkpoint, args.resume, ALGORITHM, given_flags)
     check_args(args)
-    device = plumbing.set_up_torch(args)
+    device = training.set_up_torch(args)
     batch_size = args.num_envs * args.num_steps
     num_iterations = math.ceil(args.total_timesteps / batch_size)  # at least the steps asked for
 
-    envs = plumbing.make_vector_env(
+    envs = environments.make_vector_env(
         args.env_id, args.num_envs, "this PPO", asynchronous=args.async_envs, workers=args.env_workers
     )
     if checkpoint is not None:
-        plumbing.check_shapes(checkpoint, envs, args.resume, args.env_id)
-    run = plumbing.Run(args, ALGORITHM, checkpoint)
+        checkpoints.check_shapes(checkpoint, envs, args.resume, args.env_id)
+    run = training.Run(args, ALGORITHM, checkpoint)
     act_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
 
@@ -615,15 +615,15 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
     raw_obs, _ = envs.reset(seed=args.seed)
     if obs_rms is not None:
         obs_rms.update(raw_obs)
-    episodes, discounted_returns = plumbing.Episodes(args.num_envs), np.zeros(args.num_envs)
+    episodes, discounted_returns = training.Episodes(args.num_envs), np.zeros(args.num_envs)
     state = LoopState(raw_obs, episodes, discounted_returns, np.random.default_rng(args.seed))
     if checkpoint is not None:
         restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normalizers, device)
     eval_env = (
-        plumbing.make_eval_env(args.env_id, "this PPO", args.capture_video) if args.eval_episodes else None
+        environments.make_eval_env(args.env_id, "this PPO", args.capture_video) if args.eval_episodes else None
     )
     run.open_logs(state.global_step)
-    progress = plumbing.Progress(run.dir, num_iterations * batch_size, state.global_step)
+    progress = training.Progress(run.dir, num_iterations * batch_size, state.global_step)
     last_eval, warm_up = None, None  # warm_up: (time, step) after this process's first iteration
     low, high = act_space.low, act_space.high
     next_obs = normalized(obs_rms, state.raw_obs)
@@ -689,13 +689,13 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
         # ----- evaluate, checkpoint, report -----
         finished = state.iteration >= num_iterations
         if eval_env is not None and (
-            plumbing.crossed(state.global_step, batch_size, args.eval_every) or finished
+            training.crossed(state.global_step, batch_size, args.eval_every) or finished
         ):
             last_eval = run.evaluate(
                 policy_function(agent, obs_rms, low, high, device), eval_env, state.global_step
             )
         if (
-            plumbing.crossed(state.global_step, batch_size, args.checkpoint_every)
+            training.crossed(state.global_step, batch_size, args.checkpoint_every)
             or finished
             or run.stop_signal
         ):
@@ -723,4 +723,4 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    train(plumbing.command_line(Args), plumbing.given_flags(Args))
+    train(cli.command_line(Args), cli.given_flags(Args))

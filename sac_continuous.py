@@ -5,7 +5,7 @@
 
 Read top to bottom: hyperparameters, networks, replay buffer, the update, the loop state, and the
 training loop. What holds no algorithm (checkpoint files, resume, run directories, logging,
-signals, env creation) is in plumbing.py. docs/sac.md documents the logged metrics and details.
+signals, env creation) is in the actor_critic package. docs/sac.md documents the logged metrics and details.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import plumbing
-from plumbing import axis, fail, how
+from actor_critic import checkpoints, cli, environments, training
+from actor_critic.cli import axis, fail, how
 
 ALGORITHM = "sac"
 
@@ -119,7 +119,7 @@ TUNING_SPACE = {
 
 
 def check_args(args: Args) -> None:
-    plumbing.check_numbers(
+    cli.check_numbers(
         args,
         positive=("total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_lr", "q_lr", "tau")
         + ("policy_frequency", "target_network_frequency", "hidden_size", "log_every"),
@@ -250,8 +250,8 @@ def policy_from_checkpoint(
         actor = Actor(obs_dim, act_dim, checkpoint["args"]["hidden_size"], low, high)
         actor.load_state_dict(checkpoint["actor"])
     except (KeyError, IndexError, RuntimeError, TypeError, AttributeError, ValueError) as error:
-        fail(f"{path} is damaged: its policy does not load ({plumbing.first_line(error)[:160]})")
-    plumbing.check_finite_policy(list(actor.parameters()), path)
+        fail(f"{path} is damaged: its policy does not load ({cli.first_line(error)[:160]})")
+    checkpoints.check_finite_policy(list(actor.parameters()), path)
     return policy_function(actor.to(device), torch.device(device), stochastic)
 
 
@@ -261,7 +261,7 @@ def load_policy(
     """A trained SAC policy from final_model.pt, models/step_*.pt or checkpoint.pt, as a function
     from an observation (or a batch) to the action to take. Never runs code from the file."""
     return policy_from_checkpoint(
-        plumbing.load_policy_file(path, ALGORITHM, ("actor",)), path, device, stochastic
+        checkpoints.load_policy_file(path, ALGORITHM, ("actor",)), path, device, stochastic
     )
 
 
@@ -361,7 +361,7 @@ class LoopState:
     buffer and the RNGs, it is what a checkpoint saves and a resume restores."""
 
     obs: np.ndarray
-    episodes: plumbing.Episodes
+    episodes: training.Episodes
     global_step: int = 0
     update_count: int = 0  # gradient updates so far; the policy delay counts them
     learning_starts_at: int = 0  # no update before this step (later after a resume without buffer)
@@ -370,7 +370,7 @@ class LoopState:
         return {
             "obs": torch.as_tensor(self.obs),
             **self.episodes.state_dict(),
-            "env_states": plumbing.get_env_states(envs),
+            "env_states": environments.get_env_states(envs),
             "action_space_rng": envs.action_space.np_random.bit_generator.state,
             "learning_starts_at": self.learning_starts_at,
             "update_count": self.update_count,
@@ -381,7 +381,7 @@ class LoopState:
         self.learning_starts_at = rollout["learning_starts_at"]
         envs.action_space.np_random.bit_generator.state = rollout["action_space_rng"]
         prev_done = rollout["prev_done"].numpy()
-        restored = plumbing.set_env_states(envs, rollout["env_states"], prev_done)
+        restored = environments.set_env_states(envs, rollout["env_states"], prev_done)
         self.episodes.load_state_dict(rollout, episodes_too=restored)
         if restored:
             self.obs = rollout["obs"].numpy()
@@ -395,11 +395,11 @@ def save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finite_log, 
     `learner` maps checkpoint keys to the networks and optimizers (all have state_dict)."""
     parameters = [*learner["actor"].parameters(), *learner["qf"].parameters()]
     check_finite(run, finite_log, state, args.num_envs, parameters)
-    model = plumbing.policy_record(
+    model = checkpoints.policy_record(
         args, ALGORITHM, envs, state.global_step, actor=learner["actor"].state_dict()
     )
     training = {name: module.state_dict() for name, module in learner.items() if name != "actor"}
-    training |= {"log_alpha": log_alpha.detach().cpu(), **plumbing.rng_states(device)}
+    training |= {"log_alpha": log_alpha.detach().cpu(), **checkpoints.rng_states(device)}
     training["rollout"] = state.state_dict(envs)
     if args.save_buffer:
         training["buffer"] = rb.state_dict()
@@ -412,12 +412,12 @@ def restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb, de
             module.load_state_dict(checkpoint[name])
         with torch.no_grad():
             log_alpha.copy_(checkpoint["log_alpha"])
-        plumbing.set_rng_states(checkpoint, device)
+        checkpoints.set_rng_states(checkpoint, device)
         state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
         if "buffer" in checkpoint:
             rb.load_state_dict(checkpoint["buffer"])
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
-        fail(f"{args.resume} is damaged: it does not restore ({plumbing.first_line(error)[:160]})")
+        fail(f"{args.resume} is damaged: it does not restore ({cli.first_line(error)[:160]})")
     if "buffer" not in checkpoint and state.global_step < args.total_timesteps:
         # Without a saved buffer, refill it with the current policy before updating again (a step
         # of every env at least: the first may be all reset steps, which store nothing).
@@ -449,7 +449,7 @@ def check_finite(run, finite_log: torch.Tensor, state: LoopState, num_envs: int,
 
 
 def train(args: Args, given_flags: set[str] | None = None) -> dict:
-    """Train, or with `args.resume` continue a run; `given_flags` (plumbing.given_flags) are the
+    """Train, or with `args.resume` continue a run; `given_flags` (cli.given_flags) are the
     flags the command line set, which a resume takes even at their defaults."""
     # Adam moments of dead ReLU units decay into subnormal floats within a thousand updates, and
     # x86 computes on those ~30x slower. Flushing them to zero must come before torch starts its
@@ -457,15 +457,15 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
     torch.set_flush_denormal(True)
     checkpoint = None
     if args.resume:
-        checkpoint = plumbing.load_checkpoint(args.resume)
-        args = plumbing.args_for_resume(args, checkpoint, args.resume, ALGORITHM, given_flags)
+        checkpoint = checkpoints.load_checkpoint(args.resume)
+        args = cli.args_for_resume(args, checkpoint, args.resume, ALGORITHM, given_flags)
     check_args(args)
-    device = plumbing.set_up_torch(args)
+    device = training.set_up_torch(args)
 
-    envs = plumbing.make_vector_env(args.env_id, args.num_envs, needs="SAC", bounded=True)
+    envs = environments.make_vector_env(args.env_id, args.num_envs, needs="SAC", bounded=True)
     if checkpoint is not None:
-        plumbing.check_shapes(checkpoint, envs, args.resume, args.env_id)
-    run = plumbing.Run(args, ALGORITHM, checkpoint)
+        checkpoints.check_shapes(checkpoint, envs, args.resume, args.env_id)
+    run = training.Run(args, ALGORITHM, checkpoint)
     act_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
 
@@ -490,12 +490,12 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
 
     envs.action_space.seed(args.seed)
     obs, _ = envs.reset(seed=args.seed)
-    state = LoopState(obs, plumbing.Episodes(args.num_envs), learning_starts_at=args.learning_starts)
+    state = LoopState(obs, training.Episodes(args.num_envs), learning_starts_at=args.learning_starts)
     if checkpoint is not None:
         restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb, device)
-    eval_env = plumbing.make_eval_env(args.env_id, "SAC", args.capture_video) if args.eval_episodes else None
+    eval_env = environments.make_eval_env(args.env_id, "SAC", args.capture_video) if args.eval_episodes else None
     run.open_logs(state.global_step)
-    progress = plumbing.Progress(run.dir, args.total_timesteps, state.global_step)
+    progress = training.Progress(run.dir, args.total_timesteps, state.global_step)
     qf_params, qf_target_params = list(qf.parameters()), list(qf_target.parameters())
     parameters = [*actor.parameters(), *qf_params]  # what must stay finite
     finite_log = torch.ones(100, dtype=torch.bool, device=device)  # one flag per update, a ring
@@ -558,12 +558,12 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
 
         # ----- evaluate, checkpoint, report -----
         finished = state.global_step >= args.total_timesteps
-        evaluate_now = plumbing.crossed(state.global_step, args.num_envs, args.eval_every) or finished
+        evaluate_now = training.crossed(state.global_step, args.num_envs, args.eval_every) or finished
         if eval_env is not None and evaluate_now:
             check_finite(run, finite_log, state, args.num_envs, parameters)
             last_eval = run.evaluate(policy_function(actor, device), eval_env, state.global_step)
         if (
-            plumbing.crossed(state.global_step, args.num_envs, args.checkpoint_every)
+            training.crossed(state.global_step, args.num_envs, args.checkpoint_every)
             or finished
             or run.stop_signal
         ):
@@ -588,4 +588,4 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    train(plumbing.command_line(Args), plumbing.given_flags(Args))
+    train(cli.command_line(Args), cli.given_flags(Args))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# The last commit before the scripts were split into algorithm files and plumbing.py (issue 23).
+# The last commit before the scripts were split into algorithm files and plumbing.py, later the actor_critic package (issue 23).
 REFERENCE_COMMIT = "7270a2d"
 COMMON = ["--seed", "3", "--threads", "1", "--no-cuda", "--run-name", "run"]
 CONFIGS = {

@@ -21,13 +21,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 import gymnasium as gym
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make(backend: str, env_id: str, num_envs: int, envpool_threads: int):
@@ -36,9 +33,9 @@ def make(backend: str, env_id: str, num_envs: int, envpool_threads: int):
 
         return envpool.make_gymnasium(env_id, num_envs=num_envs, seed=0, num_threads=envpool_threads)
     if backend == "workers":  # this project's: a SyncVectorEnv of a share of the envs per core
-        import plumbing
+        from actor_critic import environments
 
-        return plumbing.make_vector_env(env_id, num_envs, "this benchmark", workers=os.cpu_count() or 1)
+        return environments.make_vector_env(env_id, num_envs, "this benchmark", workers=os.cpu_count() or 1)
     vector_env = gym.vector.AsyncVectorEnv if backend == "async" else gym.vector.SyncVectorEnv
     return vector_env([lambda: gym.make(env_id) for _ in range(num_envs)])
 

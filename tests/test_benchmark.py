@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from plumbing import PROGRESS
+from actor_critic.run_directory import PROGRESS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(REPO, "benchmark.sh")
@@ -117,10 +117,9 @@ def test_an_env_can_have_its_own_length(tmp_path):
 
 
 def test_a_run_that_another_sweep_holds_is_left_alone(tmp_path):
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     import fcntl
 
-    import sweep
+    from actor_critic import sweep
 
     run = sweep.Run("ppo", "InvertedPendulum-v4", 1, 256, "default", [], str(tmp_path))
     os.makedirs(run.run_dir)
@@ -138,10 +137,9 @@ def test_a_run_that_another_sweep_holds_is_left_alone(tmp_path):
 
 
 def test_status_says_where_each_run_stands(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     import fcntl
 
-    import sweep
+    from actor_critic import sweep
 
     finished, running, interrupted, new = (
         sweep.Run("sac", "Walker2d-v4", seed, 1000, "default", [], str(tmp_path)) for seed in (1, 2, 3, 4)
@@ -219,7 +217,6 @@ def test_a_label_names_the_set_flags_and_tuples_join_with_x(tmp_path):
     assert len(lines) == 2 and all("--hidden-sizes 32 16 8 --num-envs 4" in line for line in lines)
     assert "--run-name Hopper-v4__ppo__shaped,gamma=0.99__1" in lines[0]
     assert "--run-name Hopper-v4__ppo__shaped,gamma=0.995__1" in lines[1]
-    sys.path.insert(0, REPO)
     import plot
 
     assert plot.parse_setting("shaped,gamma=0.99") == {"label": "shaped", "gamma": "0.99"}
@@ -267,11 +264,10 @@ def test_bad_input_is_one_line_before_anything_starts(tmp_path, flags, message):
 def test_a_sweep_runs_on_a_file_system_without_locks(tmp_path, monkeypatch):
     # Some cluster file systems refuse flock (ENOSYS); the training scripts go on without a lock,
     # and so must the sweep, instead of a traceback per run.
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     import errno
     import fcntl
 
-    import sweep
+    from actor_critic import sweep
 
     def no_locks(*args):
         raise OSError(errno.ENOSYS, "Function not implemented")
@@ -287,8 +283,7 @@ def test_a_sweep_runs_on_a_file_system_without_locks(tmp_path, monkeypatch):
 def test_a_run_directory_another_configuration_made_meanwhile_is_left_alone(tmp_path):
     # Sweep A made the run (its marker, a checkpoint) after sweep B planned: B, with other --set
     # values and so the same run name, must neither resume nor re-mark A's run.
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    import sweep
+    from actor_critic import sweep
 
     a = sweep.Run("ppo", "InvertedPendulum-v4", 1, 128, "default", ["--learning-rate", "1e-3"], str(tmp_path))
     b = sweep.Run("ppo", "InvertedPendulum-v4", 1, 128, "default", [], str(tmp_path))
@@ -351,7 +346,7 @@ def test_tiny_sweep_runs_in_parallel_skips_on_rerun_and_reports(tmp_path):
 
     # What publish.sh keeps of one env's runs: files, a GIF of three stages for seed 1, the report.
     published = tmp_path / "published"
-    publish = [os.path.join(REPO, "benchmarks", "publish.sh"), "--only", "InvertedPendulum-v4__*"]
+    publish = [os.path.join(REPO, "tools", "publish.sh"), "--only", "InvertedPendulum-v4__*"]
     subprocess.run(["bash", *publish, str(runs_dir), str(published)], check=True, capture_output=True)
     assert sorted(path.name for path in published.glob("*__*")) == names[:2]
     gif = iio.imread(published / "gifs" / "InvertedPendulum-v4__ppo__default.gif")
@@ -438,10 +433,9 @@ def test_a_run_whose_sweep_was_killed_is_not_started_twice(tmp_path):
 def test_a_slurm_task_passes_sigterm_on_to_its_run(tmp_path):
     # Slurm's warning before a time limit (--signal=B:TERM@...) reaches the task's own process,
     # the sweep: it must reach the training process too, which checkpoints and exits.
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from dataclasses import asdict
 
-    import sweep
+    from actor_critic import sweep
 
     flags = ["--num-steps", "64", "--num-minibatches", "2", "--hidden-size", "16", "--eval-episodes", "0"]
     run = sweep.Run("ppo", "InvertedPendulum-v4", 1, 640000, "default", flags, str(tmp_path))
@@ -450,7 +444,8 @@ def test_a_slurm_task_passes_sigterm_on_to_its_run(tmp_path):
     task = subprocess.Popen(
         [
             sys.executable,
-            os.path.join(REPO, "benchmarks", "sweep.py"),
+            "-m",
+            "actor_critic.sweep",
             "--run-task",
             "0",
             "--plan",
@@ -472,7 +467,6 @@ def test_a_slurm_task_passes_sigterm_on_to_its_run(tmp_path):
 
 
 def test_plot_averages_seeds_of_different_lengths_with_missing_points():
-    sys.path.insert(0, REPO)
     import plot
 
     short = (np.array([0.0, 10.0]), np.array([0.0, 10.0]))
@@ -488,7 +482,6 @@ def test_plot_averages_seeds_of_different_lengths_with_missing_points():
 
 
 def test_plot_finds_the_settings_that_differ_in_one_flag():
-    sys.path.insert(0, REPO)
     import plot
 
     defaults = {"gamma": "0.99", "learning-rate": "0.0003", "norm-obs": "true"}
@@ -511,7 +504,6 @@ def test_plot_finds_the_settings_that_differ_in_one_flag():
 
 
 def test_plot_families_inside_a_label_compare_with_the_labels_own_values():
-    sys.path.insert(0, REPO)
     import plot
 
     defaults = {"norm-value": "false", "kl-adaptive-lr": "0.0", "gamma": "0.99", "label": "default"}
@@ -537,7 +529,6 @@ def test_plot_families_inside_a_label_compare_with_the_labels_own_values():
 
 
 def test_plot_reads_the_setting_a_run_trained_with():
-    sys.path.insert(0, REPO)
     import plot
     import ppo_continuous
 
@@ -582,7 +573,6 @@ def test_plot_writes_the_ablation_of_a_labelled_recipe(tmp_path):
 
 
 def test_plot_spells_the_defaults_as_a_user_types_them():
-    sys.path.insert(0, REPO)
     import plot
 
     assert [plot.spell(v) for v in (3e-4, 1e-3, 5e-5, 0.99, 0.2, -1.0, 0.0, True, 256)] == [
@@ -617,7 +607,6 @@ def fake_run(
 
 
 def test_an_env_plot_draws_its_default_runs_where_it_has_them():
-    sys.path.insert(0, REPO)
     import plot
 
     groups = {("ppo", "A-v4", "default"): [1], ("ppo", "A-v4", "gamma=0.9"): [2],
@@ -657,7 +646,7 @@ def test_publish_copies_the_chosen_finished_runs_and_reports(tmp_path):
     fake_run(source, "Pendulum-v1", "default", 1, 100.0)  # not matched by --only
     command = [
         "bash",
-        os.path.join(REPO, "benchmarks", "publish.sh"),
+        os.path.join(REPO, "tools", "publish.sh"),
         "--only",
         "*__gamma=0.995__*",
         "--no-gifs",
@@ -681,7 +670,7 @@ def test_publish_again_replaces_a_runs_copy_and_reads_paths_from_where_it_is_cal
     # A run redone and published again: its old event files must go, or plots merge both curves.
     source = tmp_path / "source"
     run = fake_run(source, "Pendulum-v1", "default", 1, 100.0)
-    publish = ["bash", os.path.join(REPO, "benchmarks", "publish.sh"), "--no-gifs", "source", "published"]
+    publish = ["bash", os.path.join(REPO, "tools", "publish.sh"), "--no-gifs", "source", "published"]
     first = subprocess.run(publish, cwd=tmp_path, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     copy = tmp_path / "published" / run.name
@@ -805,7 +794,7 @@ def fake_sac_logs(run_dir, loss_at, steps=range(1000, 300001, 1000), purge_step=
     writer.close()
 
 
-CRITIC_HEALTH = os.path.join(REPO, "benchmarks", "critic_health.py")
+CRITIC_HEALTH = os.path.join(REPO, "tools", "critic_health.py")
 
 
 def critic_health(*flags):

@@ -17,9 +17,9 @@ import torch
 from PIL import Image, ImageSequence
 
 import enjoy
-import plumbing
 import ppo_continuous
 import sac_continuous
+from actor_critic import training
 from tests.conftest import TINY_PPO, TINY_SAC, args_factory
 from tests.test_sac import crafted_checkpoint
 
@@ -500,7 +500,7 @@ def test_check_published_says_which_cpu_a_differing_run_was_evaluated_on(sac_run
         "as_is": None,
         "other_cpu": "Some Other CPU",
         "unrecorded": "",
-        "own_cpu": plumbing.cpu_name(),
+        "own_cpu": training.cpu_name(),
     }
     for name, cpu in recorded_cpu.items():
         shutil.copytree(run_dir, folder / name)
@@ -512,7 +512,7 @@ def test_check_published_says_which_cpu_a_differing_run_was_evaluated_on(sac_run
             else:
                 del summary["sessions"]
         (folder / name / "summary.json").write_text(json.dumps(summary))
-    check = os.path.join(REPO, "benchmarks", "check_published.py")
+    check = os.path.join(REPO, "tools", "check_published.py")
     result = subprocess.run([sys.executable, check, str(folder)], capture_output=True, text=True, timeout=300)
     lines = {
         line.split()[1].rstrip(":"): line
@@ -521,7 +521,7 @@ def test_check_published_says_which_cpu_a_differing_run_was_evaluated_on(sac_run
     }
     assert result.returncode == 1 and "1 of 4 score exactly" in result.stdout, result.stdout + result.stderr
     assert lines["as_is"].startswith("ok ")
-    assert f"(evaluated on Some Other CPU; this CPU: {plumbing.cpu_name()})" in lines["other_cpu"]
+    assert f"(evaluated on Some Other CPU; this CPU: {training.cpu_name()})" in lines["other_cpu"]
     assert "(its CPU is not recorded;" in lines["unrecorded"]
     assert "on its own kind of CPU" in lines["own_cpu"]
 

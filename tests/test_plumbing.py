@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-import plumbing
 import ppo_continuous
 import sac_continuous
+from actor_critic import checkpoints, cli, environments, run_directory, training
 from tests.test_sac import RunsCode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,9 +39,9 @@ def error_of(function, *args, **kwargs) -> str:
 
 def test_one_declaration_gives_the_lists_resume_sweeps_and_plots_use():
     for module in (sac_continuous, ppo_continuous):
-        axes = plumbing.flags_with_role(module.Args, "axis")
+        axes = cli.flags_with_role(module.Args, "axis")
         assert axes == {"exp_name", "seed", "env_id", "total_timesteps", "run_name"}
-        how = plumbing.flags_with_role(module.Args, "how")
+        how = cli.flags_with_role(module.Args, "how")
         # What used to be listed by hand in four places: the sweep's reserved flags, the plots'
         # "not a setting" and each script's resume overrides.
         assert {"runs_dir", "resume", "threads", "cuda", "track", "checkpoint_every", "capture_video"} <= how
@@ -52,14 +52,14 @@ def test_one_declaration_gives_the_lists_resume_sweeps_and_plots_use():
             "eval_episodes",
             "torch_deterministic",
         } <= how
-        hyperparameters = plumbing.flags_with_role(module.Args, "hyperparameter")
+        hyperparameters = cli.flags_with_role(module.Args, "hyperparameter")
         assert {"gamma", "hidden_size", "num_envs"} <= hyperparameters
         assert not hyperparameters & (axes | how)
-    assert {"log_every", "save_buffer"} <= plumbing.flags_with_role(sac_continuous.Args, "how")
+    assert {"log_every", "save_buffer"} <= cli.flags_with_role(sac_continuous.Args, "how")
     # SAC may be extended on resume; PPO's learning-rate schedule depends on the length.
-    assert "total_timesteps" in plumbing.resumable_flags(sac_continuous.Args)
-    assert "total_timesteps" not in plumbing.resumable_flags(ppo_continuous.Args)
-    assert "gamma" not in plumbing.resumable_flags(sac_continuous.Args)
+    assert "total_timesteps" in cli.resumable_flags(sac_continuous.Args)
+    assert "total_timesteps" not in cli.resumable_flags(ppo_continuous.Args)
+    assert "gamma" not in cli.resumable_flags(sac_continuous.Args)
 
 
 def test_the_markers_keep_the_help_text(capsys):
@@ -87,19 +87,19 @@ class Numbers:
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), -float("inf")])
 def test_non_finite_numbers_are_refused(bad):
-    message = error_of(plumbing.check_numbers, Numbers(rate=bad), positive=("rate",))
+    message = error_of(cli.check_numbers, Numbers(rate=bad), positive=("rate",))
     assert "--rate must be a finite number" in message
 
 
 def test_number_checks():
     assert "--count must be positive" in error_of(
-        plumbing.check_numbers, Numbers(count=0), positive=("count",)
+        cli.check_numbers, Numbers(count=0), positive=("count",)
     )
     assert "must not be negative" in error_of(
-        plumbing.check_numbers, Numbers(count=-1), non_negative=("count",)
+        cli.check_numbers, Numbers(count=-1), non_negative=("count",)
     )
-    assert "[0, 1]" in error_of(plumbing.check_numbers, Numbers(fraction=1.5), unit_interval=("fraction",))
-    plumbing.check_numbers(Numbers(), positive=("rate", "count"), non_negative=("optional",))  # None is fine
+    assert "[0, 1]" in error_of(cli.check_numbers, Numbers(fraction=1.5), unit_interval=("fraction",))
+    cli.check_numbers(Numbers(), positive=("rate", "count"), non_negative=("optional",))  # None is fine
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,9 +108,9 @@ def test_number_checks():
 
 
 def test_env_errors_are_one_line():
-    assert "HalfCheetah-v4" in error_of(plumbing.make_env, "HalfCheeta-v4", "SAC")
-    assert "SAC needs a continuous (Box) action space" in error_of(plumbing.make_env, "CartPole-v1", "SAC")
-    env = plumbing.make_env("Pendulum-v1", "SAC", bounded=True)
+    assert "HalfCheetah-v4" in error_of(environments.make_env, "HalfCheeta-v4", "SAC")
+    assert "SAC needs a continuous (Box) action space" in error_of(environments.make_env, "CartPole-v1", "SAC")
+    env = environments.make_env("Pendulum-v1", "SAC", bounded=True)
     assert isinstance(env.action_space, gym.spaces.Box)
     env.close()
 
@@ -124,7 +124,7 @@ def test_env_state_round_trip_continues_the_same_episode(env_id):
     twin.reset(seed=2)  # somewhere else entirely
     for _ in range(7):
         env.step(env.action_space.sample())
-    plumbing.set_env_state(twin, plumbing.get_env_state(env))
+    environments.set_env_state(twin, environments.get_env_state(env))
     actions = [env.action_space.sample() for _ in range(5)]
     for action in actions:
         a, b = env.step(action), twin.step(action)
@@ -133,16 +133,16 @@ def test_env_state_round_trip_continues_the_same_episode(env_id):
 
 
 def test_vector_env_states_and_reset_flags():
-    envs = plumbing.make_vector_env("Pendulum-v1", 2, "SAC")
+    envs = environments.make_vector_env("Pendulum-v1", 2, "SAC")
     envs.reset(seed=0)
-    states = plumbing.get_env_states(envs)
+    states = environments.get_env_states(envs)
     assert len(states) == 2 and all(state is not None for state in states)
     done = np.array([True, False])
-    assert plumbing.set_env_states(envs, states, done)
+    assert environments.set_env_states(envs, states, done)
     # The vector env itself must know: env 0's next step is a reset step (reward 0, a new episode).
     rewards = envs.step(np.zeros((2, 1), dtype=np.float32))[1]
     assert rewards[0] == 0.0 and rewards[1] != 0.0
-    assert not plumbing.set_env_states(envs, [None, None], done)  # nothing to restore: say so
+    assert not environments.set_env_states(envs, [None, None], done)  # nothing to restore: say so
     envs.close()
 
 
@@ -150,8 +150,8 @@ def test_env_workers_step_exactly_as_one_sync_vector_env():
     import tests.toy_envs  # noqa: F401  (registers the toy envs)
 
     env_id = "tests.toy_envs:Counter-v0"  # episodes of 3, 4 or 5 steps: resets everywhere
-    sync = plumbing.make_vector_env(env_id, 5, "this test")
-    workers = plumbing.make_vector_env(env_id, 5, "this test", workers=3)  # shares of 2, 2 and 1
+    sync = environments.make_vector_env(env_id, 5, "this test")
+    workers = environments.make_vector_env(env_id, 5, "this test", workers=3)  # shares of 2, 2 and 1
     try:
         assert workers.counts == [2, 2, 1] and workers.single_action_space == sync.single_action_space
         assert np.array_equal(sync.reset(seed=7)[0], workers.reset(seed=7)[0])
@@ -160,8 +160,8 @@ def test_env_workers_step_exactly_as_one_sync_vector_env():
             actions = rng.uniform(-1, 1, (5, 1)).astype(np.float32)
             for a, b in zip(sync.step(actions)[:4], workers.step(actions)[:4], strict=True):
                 assert np.array_equal(a, b), step
-        assert plumbing.get_env_states(workers) == [None] * 5  # a toy env's state is not ours to read
-        assert plumbing.set_env_states(workers, [None] * 5, np.zeros(5, dtype=bool)) is False
+        assert environments.get_env_states(workers) == [None] * 5  # a toy env's state is not ours to read
+        assert environments.set_env_states(workers, [None] * 5, np.zeros(5, dtype=bool)) is False
         # An env that raises stops the run with its error on one line, not a hung pipe.
         with pytest.raises(RuntimeError, match="an env worker failed: ValueError: action"):
             workers.step(np.full((5, 1), 5.0, dtype=np.float32))
@@ -175,21 +175,21 @@ def test_env_workers_step_exactly_as_one_sync_vector_env():
 
 
 def test_env_workers_states_round_trip():
-    envs = plumbing.make_vector_env("Pendulum-v1", 5, "this test", workers=2)
+    envs = environments.make_vector_env("Pendulum-v1", 5, "this test", workers=2)
     try:
         envs.reset(seed=3)
         actions = np.random.default_rng(0).uniform(-2, 2, (10, 5, 1)).astype(np.float32)
         for step_actions in actions[:5]:
             envs.step(step_actions)
-        states = plumbing.get_env_states(envs)
+        states = environments.get_env_states(envs)
         assert all(state is not None for state in states)
         first = [envs.step(step_actions)[0] for step_actions in actions[5:]]
-        assert plumbing.set_env_states(envs, states, np.zeros(5, dtype=bool))
+        assert environments.set_env_states(envs, states, np.zeros(5, dtype=bool))
         again = [envs.step(step_actions)[0] for step_actions in actions[5:]]
         assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
         # The reset-step flags travel too: env 1 (in the first worker) and env 4 (in the second)
         # start new episodes on the next step, which pays nothing.
-        assert plumbing.set_env_states(envs, states, np.array([False, True, False, False, True]))
+        assert environments.set_env_states(envs, states, np.array([False, True, False, False, True]))
         rewards = envs.step(actions[5])[1]
         assert rewards[1] == rewards[4] == 0.0 and np.all(rewards[[0, 2, 3]] != 0.0)
     finally:
@@ -203,14 +203,15 @@ def test_env_workers_never_outlive_their_run(start_method):
     # not leave them behind. Whatever multiprocessing starts them with (forkserver is Python
     # 3.14's default on Linux), an idle worker must not take its parent for gone.
     script = (
-        "import multiprocessing, sys, time, numpy, plumbing\n"
+        "import multiprocessing, sys, time, numpy\n"
+        "from actor_critic import cli, environments\n"
         "multiprocessing.set_start_method(sys.argv[2])\n"
-        "envs = plumbing.make_vector_env('Pendulum-v1', 2, 'this test', workers=2)\n"
+        "envs = environments.make_vector_env('Pendulum-v1', 2, 'this test', workers=2)\n"
         "envs.reset(seed=0)\n"
         "time.sleep(2.5)\n"  # idle: a worker looks for its parent once a second
         "envs.step(numpy.zeros((2, 1), dtype=numpy.float32))\n"
         "print(*[process.pid for process in envs.processes], flush=True)\n"
-        "plumbing.fail('a bad input') if sys.argv[1] == 'fail' else time.sleep(60)\n"
+        "cli.fail('a bad input') if sys.argv[1] == 'fail' else time.sleep(60)\n"
     )
     command = [sys.executable, "-c", script]
     failed = subprocess.run(
@@ -248,14 +249,14 @@ def test_episodes_count_returns_and_reset_steps():
         def add_scalar(self, tag, value, step):
             self.scalars.append((tag, float(value), step))
 
-    writer, episodes = Writer(), plumbing.Episodes(2)
+    writer, episodes = Writer(), training.Episodes(2)
     episodes.record(np.array([1.0, 2.0]), np.array([False, False]), 2, writer)
     episodes.record(np.array([1.0, 2.0]), np.array([True, False]), 4, writer)
     assert writer.scalars == [("charts/episodic_return", 2.0, 4), ("charts/episodic_length", 2.0, 4)]
     # The step after a done is a reset step: the new episode starts from zero.
     episodes.record(np.array([0.0, 2.0]), np.array([False, False]), 6, writer)
     assert episodes.returns.tolist() == [0.0, 6.0] and episodes.lengths.tolist() == [0, 3]
-    copy = plumbing.Episodes(2)
+    copy = training.Episodes(2)
     copy.load_state_dict(episodes.state_dict())
     assert copy.returns.tolist() == episodes.returns.tolist() and list(copy.recent) == [2.0]
 
@@ -267,7 +268,7 @@ def test_episodes_count_returns_and_reset_steps():
 
 def test_save_atomically_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypatch):
     path = str(tmp_path / "checkpoint.pt")
-    plumbing.save_atomically({"step": 1}, path)
+    checkpoints.save_atomically({"step": 1}, path)
 
     def dies(obj, f):
         f.write(b"half a file")
@@ -275,14 +276,14 @@ def test_save_atomically_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypa
 
     monkeypatch.setattr(torch, "save", dies)
     with pytest.raises(KeyboardInterrupt):
-        plumbing.save_atomically({"step": 2}, path)
+        checkpoints.save_atomically({"step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
 
 
 def a_checkpoint(**changes) -> dict:
-    envs = plumbing.make_vector_env("Pendulum-v1", 1, "SAC")
-    record = plumbing.policy_record(sac_continuous.Args(), "sac", envs, 100, actor={})
+    envs = environments.make_vector_env("Pendulum-v1", 1, "SAC")
+    record = checkpoints.policy_record(sac_continuous.Args(), "sac", envs, 100, actor={})
     envs.close()
     return {**record, **changes}
 
@@ -290,30 +291,30 @@ def a_checkpoint(**changes) -> dict:
 def test_load_checkpoint_refuses_what_is_not_ours(tmp_path):
     good = tmp_path / "good.pt"
     torch.save(a_checkpoint(), good)
-    assert plumbing.load_checkpoint(str(good))["global_step"] == 100
-    assert "checkpoint not found" in error_of(plumbing.load_checkpoint, str(tmp_path / "missing.pt"))
+    assert checkpoints.load_checkpoint(str(good))["global_step"] == 100
+    assert "checkpoint not found" in error_of(checkpoints.load_checkpoint, str(tmp_path / "missing.pt"))
     (tmp_path / "text.pt").write_text("not a checkpoint")
-    assert "cannot read checkpoint" in error_of(plumbing.load_checkpoint, str(tmp_path / "text.pt"))
+    assert "cannot read checkpoint" in error_of(checkpoints.load_checkpoint, str(tmp_path / "text.pt"))
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     assert "not a checkpoint of this project" in error_of(
-        plumbing.load_checkpoint, str(tmp_path / "foreign.pt")
+        checkpoints.load_checkpoint, str(tmp_path / "foreign.pt")
     )
     torch.save(a_checkpoint(format_version=2), tmp_path / "v2.pt")
     assert "format version 2" in error_of(
-        plumbing.load_checkpoint, str(tmp_path / "v2.pt"), reader="enjoy.py"
+        checkpoints.load_checkpoint, str(tmp_path / "v2.pt"), reader="enjoy.py"
     )
     damaged = a_checkpoint()
     del damaged["action_low"]
     torch.save(damaged, tmp_path / "damaged.pt")
-    assert "no 'action_low'" in error_of(plumbing.load_checkpoint, str(tmp_path / "damaged.pt"))
+    assert "no 'action_low'" in error_of(checkpoints.load_checkpoint, str(tmp_path / "damaged.pt"))
 
 
 def test_loading_a_crafted_file_runs_no_code(tmp_path):
     marker, crafted = tmp_path / "code_ran", tmp_path / "crafted.pt"
     torch.save(
-        {"format": plumbing.CHECKPOINT_FORMAT, "payload": RunsCode(marker)}, crafted, pickle_module=pickle
+        {"format": checkpoints.CHECKPOINT_FORMAT, "payload": RunsCode(marker)}, crafted, pickle_module=pickle
     )
-    message = error_of(plumbing.load_checkpoint, str(crafted))
+    message = error_of(checkpoints.load_checkpoint, str(crafted))
     assert "refused to load" in message and "system" in message
     assert not marker.exists()
 
@@ -323,17 +324,17 @@ def test_resume_merges_saved_and_given_flags():
     saved["a_flag_since_removed"] = 3  # an old checkpoint: its value is in the other fields
     checkpoint = {"algorithm": "sac", "kind": "training", "args": saved}
     given = sac_continuous.Args(resume="r/checkpoint.pt", total_timesteps=900, threads=2)
-    args = plumbing.args_for_resume(given, checkpoint, "r/checkpoint.pt", "sac")
+    args = cli.args_for_resume(given, checkpoint, "r/checkpoint.pt", "sac")
     assert (args.gamma, args.total_timesteps, args.threads, args.run_name) == (0.98, 900, 2, "r")
     contradiction = sac_continuous.Args(resume="r/checkpoint.pt", gamma=0.9)
-    message = error_of(plumbing.args_for_resume, contradiction, checkpoint, "r/checkpoint.pt", "sac")
+    message = error_of(cli.args_for_resume, contradiction, checkpoint, "r/checkpoint.pt", "sac")
     assert "trained with --gamma 0.98, not 0.9" in message
     ppo_given = ppo_continuous.Args(resume="r/checkpoint.pt")
     assert "resume it with sac_continuous.py" in error_of(
-        plumbing.args_for_resume, ppo_given, checkpoint, "r/checkpoint.pt", "ppo"
+        cli.args_for_resume, ppo_given, checkpoint, "r/checkpoint.pt", "ppo"
     )
     policy_only = {**checkpoint, "kind": "model"}
-    assert "policy only" in error_of(plumbing.args_for_resume, given, policy_only, "r/checkpoint.pt", "sac")
+    assert "policy only" in error_of(cli.args_for_resume, given, policy_only, "r/checkpoint.pt", "sac")
 
 
 def test_a_flag_given_on_the_command_line_counts_even_at_its_default():
@@ -342,19 +343,19 @@ def test_a_flag_given_on_the_command_line_counts_even_at_its_default():
     saved = dataclasses.asdict(sac_continuous.Args(total_timesteps=500, save_buffer=True, gamma=0.98))
     checkpoint = {"algorithm": "sac", "kind": "training", "args": saved}
     argv = ["--resume", "r/checkpoint.pt", "--total_timesteps=1000000", "--no-save-buffer", "--no-cuda"]
-    given = plumbing.given_flags(sac_continuous.Args, argv)
+    given = cli.given_flags(sac_continuous.Args, argv)
     assert given == {"resume", "total_timesteps", "save_buffer", "cuda"}
     cli_args = sac_continuous.Args(resume="r/checkpoint.pt", cuda=False)
-    args = plumbing.args_for_resume(cli_args, checkpoint, "r/checkpoint.pt", "sac", given)
+    args = cli.args_for_resume(cli_args, checkpoint, "r/checkpoint.pt", "sac", given)
     assert (args.total_timesteps, args.save_buffer, args.cuda, args.gamma) == (1_000_000, False, False, 0.98)
     # Without the command line (Args built in Python), a default value reads as not given.
-    args = plumbing.args_for_resume(cli_args, checkpoint, "r/checkpoint.pt", "sac")
+    args = cli.args_for_resume(cli_args, checkpoint, "r/checkpoint.pt", "sac")
     assert (args.total_timesteps, args.save_buffer) == (500, True)
     # And a flag that may not change is refused even at its default, once it was given.
-    gamma_given = plumbing.given_flags(
+    gamma_given = cli.given_flags(
         sac_continuous.Args, ["--resume", "r/checkpoint.pt", "--gamma", "0.99"]
     )
-    message = error_of(plumbing.args_for_resume, cli_args, checkpoint, "r/checkpoint.pt", "sac", gamma_given)
+    message = error_of(cli.args_for_resume, cli_args, checkpoint, "r/checkpoint.pt", "sac", gamma_given)
     assert "trained with --gamma 0.98, not 0.99" in message
 
 
@@ -366,19 +367,19 @@ def test_a_flag_given_on_the_command_line_counts_even_at_its_default():
 def test_runs_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("")
     args = sac_continuous.Args(runs_dir=str(tmp_path / "a_file"), run_name="r")
-    assert "is a file, not a directory" in error_of(plumbing.Run, args, "sac", None)
+    assert "is a file, not a directory" in error_of(training.Run, args, "sac", None)
 
 
 def test_one_process_per_run_directory(tmp_path):
     # A second process on the same run (the same --resume twice) would write the same checkpoint.
     args = sac_continuous.Args(runs_dir=str(tmp_path), run_name="r")
-    first = plumbing.Run(args, "sac", None)
+    first = training.Run(args, "sac", None)
     first.open_logs(0)
     try:
         script = (
-            "import plumbing, sac_continuous\n"
+            "import sac_continuous\nfrom actor_critic import training\n"
             f"args = sac_continuous.Args(runs_dir={str(tmp_path)!r}, run_name='r')\n"
-            "plumbing.Run(args, 'sac', None).open_logs(0)\n"
+            "training.Run(args, 'sac', None).open_logs(0)\n"
         )
 
         second = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
@@ -387,14 +388,14 @@ def test_one_process_per_run_directory(tmp_path):
         )
     finally:
         first.close()
-    again = plumbing.Run(args, "sac", None)  # closed, the run is free again
+    again = training.Run(args, "sac", None)  # closed, the run is free again
     again.open_logs(0)
     again.close()
 
 
 def test_signals_only_set_a_flag_and_are_restored(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
-    run = plumbing.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
+    run = training.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
     run.open_logs(0)
     os.kill(os.getpid(), signal.SIGTERM)
     assert run.stop_signal == [signal.SIGTERM]
@@ -409,7 +410,7 @@ def test_a_signal_exits_only_once_its_checkpoint_is_written(tmp_path, capsys):
         def close(self):
             pass
 
-    run = plumbing.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
+    run = training.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
     run.open_logs(0)
     try:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -425,11 +426,11 @@ def test_a_signal_exits_only_once_its_checkpoint_is_written(tmp_path, capsys):
 
 def test_time_left_comes_from_the_recent_rate(tmp_path, monkeypatch, capsys):
     clock = [1000.0]
-    monkeypatch.setattr(plumbing.time, "time", lambda: clock[0])
-    progress = plumbing.Progress(str(tmp_path), total=1_000_000, start_step=0)
+    monkeypatch.setattr(training.time, "time", lambda: clock[0])
+    progress = training.Progress(str(tmp_path), total=1_000_000, start_step=0)
     # Fast random warm-up steps first (5000 in 10 s), then learning at 50 steps/s for two minutes.
     clock[0] += 10
-    episodes = plumbing.Episodes(1)
+    episodes = training.Episodes(1)
     progress.update(5000, episodes, None, force=False)
     step = 5000
     for _ in range(12):
@@ -437,54 +438,54 @@ def test_time_left_comes_from_the_recent_rate(tmp_path, monkeypatch, capsys):
         step += 500
         episodes.recent.append(-5.0)
         progress.update(step, episodes, None, force=False)
-    record = plumbing.read_progress(str(tmp_path))
+    record = run_directory.read_progress(str(tmp_path))
     assert record["step"] == step == 11_000 and record["steps_per_s"] == pytest.approx(50, rel=0.01)
     assert record["time_left_s"] == pytest.approx((1_000_000 - step) / 50, rel=0.01)  # ~5.5 h, not 25 min
-    assert record["time_left"] == plumbing.format_duration(record["time_left_s"])
+    assert record["time_left"] == training.format_duration(record["time_left_s"])
     assert "left 5h29m" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_read_progress_of_a_run_without_one(tmp_path):
-    assert plumbing.read_progress(str(tmp_path)) is None
-    (tmp_path / plumbing.PROGRESS).write_text("{half")
-    assert plumbing.read_progress(str(tmp_path)) is None
-    (tmp_path / plumbing.PROGRESS).write_text(json.dumps({"step": 3}))  # no total: not a record
-    assert plumbing.read_progress(str(tmp_path)) is None
-    (tmp_path / plumbing.PROGRESS).write_text(json.dumps({"step": 3, "total_timesteps": 9}))
-    assert plumbing.read_progress(str(tmp_path)) == {"step": 3, "total_timesteps": 9}
+    assert run_directory.read_progress(str(tmp_path)) is None
+    (tmp_path / run_directory.PROGRESS).write_text("{half")
+    assert run_directory.read_progress(str(tmp_path)) is None
+    (tmp_path / run_directory.PROGRESS).write_text(json.dumps({"step": 3}))  # no total: not a record
+    assert run_directory.read_progress(str(tmp_path)) is None
+    (tmp_path / run_directory.PROGRESS).write_text(json.dumps({"step": 3, "total_timesteps": 9}))
+    assert run_directory.read_progress(str(tmp_path)) == {"step": 3, "total_timesteps": 9}
 
 
 def test_evaluate_plays_seeded_episodes():
     env = gym.make("Pendulum-v1")
-    returns, frames = plumbing.evaluate(lambda obs: np.zeros(1, dtype=np.float32), env, 2, seed=5)
-    again, _ = plumbing.evaluate(lambda obs: np.zeros(1, dtype=np.float32), env, 2, seed=5)
+    returns, frames = training.evaluate(lambda obs: np.zeros(1, dtype=np.float32), env, 2, seed=5)
+    again, _ = training.evaluate(lambda obs: np.zeros(1, dtype=np.float32), env, 2, seed=5)
     assert returns == again and len(returns) == 2 and returns[0] != returns[1] and frames == []
 
 
 def test_small_helpers():
-    assert plumbing.crossed(1000, 1, 1000) and not plumbing.crossed(1001, 1, 1000)
-    assert plumbing.crossed(1002, 4, 1000) and not plumbing.crossed(1000, 1, 0)
-    assert plumbing.format_duration(59) == "0m59s" and plumbing.format_duration(3 * 3600 + 120) == "3h02m"
+    assert training.crossed(1000, 1, 1000) and not training.crossed(1001, 1, 1000)
+    assert training.crossed(1002, 4, 1000) and not training.crossed(1000, 1, 0)
+    assert training.format_duration(59) == "0m59s" and training.format_duration(3 * 3600 + 120) == "3h02m"
 
 
 def test_a_non_finite_stop_gives_back_the_signal_handlers(tmp_path):
     before = signal.getsignal(signal.SIGINT)
-    run = plumbing.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
+    run = training.Run(sac_continuous.Args(runs_dir=str(tmp_path), run_name="r"), "sac", None)
     run.open_logs(0)
     assert "Last good checkpoint: none" in error_of(run.stop_non_finite, "loss at step 3")
     assert signal.getsignal(signal.SIGINT) is before  # a notebook's Ctrl-C works again
 
 
 def test_huge_integers_are_checked_without_overflow():
-    plumbing.check_numbers(Numbers(count=10**400), positive=("count",))
+    cli.check_numbers(Numbers(count=10**400), positive=("count",))
 
 
 @pytest.mark.parametrize("module", [sac_continuous, ppo_continuous])
 def test_damaged_files_are_one_line(module, tmp_path):
     policy_key = "actor" if module is sac_continuous else "agent"
-    envs = plumbing.make_vector_env("Pendulum-v1", 1, "SAC")
+    envs = environments.make_vector_env("Pendulum-v1", 1, "SAC")
     args = dataclasses.asdict(module.Args(env_id="Pendulum-v1", hidden_size=-1, run_name="r"))
-    record = plumbing.policy_record(
+    record = checkpoints.policy_record(
         module.Args(), module.ALGORITHM, envs, 100, **{policy_key: {}}, obs_rms=None
     )
     envs.close()

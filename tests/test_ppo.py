@@ -12,8 +12,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import plumbing
 import tests.toy_envs  # noqa: F401  (registers the toy envs)
+from actor_critic import cli, environments, training
 from ppo_continuous import Agent, RunningMeanStd, numpy_policy, policy_function, train
 from tests.test_sac import (
     assert_learns_known_values,
@@ -152,10 +152,10 @@ def test_normalization_statistics_are_saved_and_frozen_when_evaluating(tiny_ppo)
         key: (value.clone() if torch.is_tensor(value) else value)
         for key, value in obs_rms.state_dict().items()
     }
-    env = plumbing.make_env("HalfCheetah-v4", "PPO")
+    env = environments.make_env("HalfCheetah-v4", "PPO")
     low, high, cpu = env.action_space.low, env.action_space.high, torch.device("cpu")
-    first, _ = plumbing.evaluate(policy_function(agent_from(model), obs_rms, low, high, cpu), env, 2, 7)
-    second, _ = plumbing.evaluate(policy_function(agent_from(model), obs_rms, low, high, cpu), env, 2, 7)
+    first, _ = training.evaluate(policy_function(agent_from(model), obs_rms, low, high, cpu), env, 2, 7)
+    second, _ = training.evaluate(policy_function(agent_from(model), obs_rms, low, high, cpu), env, 2, 7)
     assert first == second  # a seeded deterministic evaluation repeats exactly...
     after = obs_rms.state_dict()
     assert torch.equal(after["mean"], before["mean"]) and torch.equal(
@@ -164,7 +164,7 @@ def test_normalization_statistics_are_saved_and_frozen_when_evaluating(tiny_ppo)
     assert after["count"] == before["count"]
     # Without the statistics the same policy sees other inputs and scores differently.
     fresh_policy = policy_function(agent_from(model), RunningMeanStd((17,)), low, high, cpu)
-    fresh, _ = plumbing.evaluate(fresh_policy, env, 2, 7)
+    fresh, _ = training.evaluate(fresh_policy, env, 2, 7)
     assert fresh != first
 
 
@@ -348,7 +348,7 @@ def test_a_checkpoint_with_a_flag_since_removed_still_resumes():
     # Checkpoints written before --preset was dropped (its values sit in the other fields).
     saved = {**asdict(Args(log_std_init=-0.5, seed=7)), "preset": "halfcheetah"}
     checkpoint = {"algorithm": "ppo", "kind": "training", "args": saved}
-    args = plumbing.args_for_resume(Args(resume="old.pt"), checkpoint, "old.pt", "ppo")
+    args = cli.args_for_resume(Args(resume="old.pt"), checkpoint, "old.pt", "ppo")
     assert (args.log_std_init, args.seed, args.resume) == (-0.5, 7, "old.pt")
 
 

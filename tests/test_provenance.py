@@ -1,4 +1,4 @@
-"""benchmarks/provenance.py: sessions, resume steps, threads and CPU of a run, read from its own files."""
+"""tools/provenance.py: sessions, resume steps, threads and CPU of a run, read from its own files."""
 
 import importlib.util
 import json
@@ -12,7 +12,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "provenance.py"
+SCRIPT = REPO / "tools" / "provenance.py"
 PUBLISHED = REPO / "runs" / "published"
 
 _spec = importlib.util.spec_from_file_location("provenance", SCRIPT)
@@ -158,7 +158,7 @@ def test_a_folder_of_runs_skips_gifs_and_report_and_writes_the_markdown_page(tmp
     assert [line.split(":")[0] for line in out] == ["a__ppo__default__1", "b__sac__default__1"]
     text = page.read_text()
     assert text.startswith("# Provenance of the published runs\n")
-    assert f"`python benchmarks/provenance.py {runs} --markdown {page}`" in text
+    assert f"`python tools/provenance.py {runs} --markdown {page}`" in text
     assert "| run | sessions | resumed from | wall-clock | threads | CPU |" in text
     assert "| `a__ppo__default__1` | 1 | – | 1,235 s | 1 (last session) | not recorded |" in text
     assert "| `b__sac__default__1` | 2 | 10 | 1,235 s | 1 (last session) | not recorded |" in text

@@ -8,16 +8,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
+from actor_critic import tune
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(REPO, "benchmark.sh")
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-import tune  # noqa: E402
 
 ENV = "InvertedDoublePendulum-v4"  # an untrained policy falls within steps: evaluation costs nothing
 TINY = "num-steps=256 num-minibatches=2 update-epochs=2 hidden-size=16 eval-episodes=2 eval-every=512"
@@ -138,7 +137,7 @@ def made_by_hand(runs_dir, flags):
     config = tune.study_config(tune.parse_options([flag for flag in flags if flag != "--tune"]))
     directory = str(study_dir(runs_dir))
     os.makedirs(directory)
-    tune.plumbing.write_json_atomically(config, os.path.join(directory, tune.CONFIG))
+    tune.run_directory.write_json_atomically(config, os.path.join(directory, tune.CONFIG))
     return tune.load_study(directory, config), config
 
 

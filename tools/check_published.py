@@ -1,6 +1,6 @@
 """Does every published agent still score what its run's final evaluation says?
 
-    python benchmarks/check_published.py [runs/published]
+    python tools/check_published.py [runs/published]
 
 Each run directory's final_model.pt is played with enjoy.py's own code (its algorithm's loader,
 the run's own evaluation seeds, deterministic policy, no drawing), and the mean return must equal
@@ -22,10 +22,11 @@ import os
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-import enjoy  # noqa: E402  (from the repository root, above)
-import plumbing  # noqa: E402
+import enjoy
+from actor_critic import training
+from actor_critic.algorithms import REPO_ROOT
+
+REPO = REPO_ROOT
 
 
 def where_evaluated(summary: dict, here: str) -> str:
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
     )
     if not runs:
         raise SystemExit(f"error: no run directories with a final_model.pt in {folder}")
-    mismatches, started, here = 0, time.time(), plumbing.cpu_name()
+    mismatches, started, here = 0, time.time(), training.cpu_name()
     for run in runs:
         summary = json.load(open(os.path.join(run, "summary.json")))
         expected, episodes = summary["final_eval_mean"], summary["final_eval_episodes"]

@@ -37,13 +37,12 @@ import time
 import warnings
 from dataclasses import dataclass, fields
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-import sweep  # noqa: E402
-from sweep import Run  # noqa: E402
+from actor_critic import cli, run_directory, sweep
+from actor_critic.algorithms import ALGORITHMS, REPO_ROOT
+from actor_critic.cli import fail
+from actor_critic.sweep import Run
 
-import plumbing  # noqa: E402  (from the repository root, above)
-from plumbing import SCRIPTS, fail  # noqa: E402
+REPO = REPO_ROOT
 
 CONFIG = "tune.json"
 JOURNAL = "study.journal"
@@ -150,7 +149,7 @@ def parse_space(text: str) -> dict[str, str]:
 
 def study_space(algo: str, space_text: str, fixed: dict[str, str], default_space: bool) -> dict[str, str]:
     """The algorithm's default space (less the flags --set fixes), with --space laid over it."""
-    module = sweep.load_script(algo)
+    module = ALGORITHMS[algo].module()
     default = {key: spec for key, spec in module.TUNING_SPACE.items() if key not in fixed}
     return {**(default if default_space else {}), **parse_space(space_text)}
 
@@ -158,7 +157,7 @@ def study_space(algo: str, space_text: str, fixed: dict[str, str], default_space
 def make_space(algo: str, space: dict[str, str], base_flags: dict[str, str]) -> dict[str, Param]:
     """Each entry checked as the sweep checks a grid: a flag of the script, of the right type, and
     each choice and both ends of each range accepted by the script's own checks."""
-    module = sweep.load_script(algo)
+    module = ALGORITHMS[algo].module()
     params = {key: parse_param(key, spec) for key, spec in space.items()}
     types = {
         field.name.replace("_", "-"): str(field.type).removesuffix(" | None") for field in fields(module.Args)
@@ -175,7 +174,7 @@ def make_space(algo: str, space: dict[str, str], base_flags: dict[str, str]) -> 
             settings = {**base_flags, param.key: value}
             flags = assignment_flags(module, algo, settings)
             try:
-                module.check_args(plumbing.command_line(module.Args, ["--env-id", "Pendulum-v1", *flags]))
+                module.check_args(cli.command_line(module.Args, ["--env-id", "Pendulum-v1", *flags]))
             except SystemExit as error:
                 fail(f"--space: {param.key}={value}: {str(error).removeprefix('error: ')}")
     return params
@@ -209,8 +208,8 @@ IDENTITY = ("algo", "envs", "seeds", "set", "label", "space", "objective_evals",
 
 def study_config(options: argparse.Namespace) -> dict:
     algos = options.algos.split()
-    if len(algos) != 1 or algos[0] not in SCRIPTS:
-        fail(f"--tune tunes one algorithm at a time: give --algos {' or '.join(SCRIPTS)}")
+    if len(algos) != 1 or algos[0] not in ALGORITHMS:
+        fail(f"--tune tunes one algorithm at a time: give --algos {' or '.join(ALGORITHMS)}")
     if options.grid:
         fail("--tune searches --space, not a --grid: give the values to search with --space")
     algo = algos[0]
@@ -223,8 +222,8 @@ def study_config(options: argparse.Namespace) -> dict:
     if not space:
         fail("nothing to search: the space is empty (--set fixes every flag of the default space?)")
     make_space(algo, space, fixed)
-    module = sweep.load_script(algo)
-    settings = plumbing.command_line(module.Args, ["--env-id", "Pendulum-v1", *planned[0].flags])
+    module = ALGORITHMS[algo].module()
+    settings = cli.command_line(module.Args, ["--env-id", "Pendulum-v1", *planned[0].flags])
     if settings.eval_episodes <= 0:
         fail("--tune scores trials by their evaluations: --eval-episodes must be above 0")
     if options.objective_evals < 1:
@@ -301,7 +300,7 @@ def check_config(study_dir: str, config: dict) -> None:
     try:
         saved = read_config(study_dir)
     except (OSError, ValueError) as error:
-        fail(f"{path} cannot be read ({plumbing.first_line(error)}); move the study or fix it")
+        fail(f"{path} cannot be read ({cli.first_line(error)}); move the study or fix it")
     differ = [key for key in IDENTITY if json.dumps(saved.get(key)) != json.dumps(config[key])]
     if differ:
         fail(
@@ -380,7 +379,7 @@ def distributions(config: dict) -> dict:
 def starting_values(config: dict) -> dict:
     """The starting setting's value of each searched flag (--set's, else the script's default),
     where it lies in the space: the study's first trial, so the report shows where it began."""
-    module = sweep.load_script(config["algo"])
+    module = ALGORITHMS[config["algo"]].module()
     fixed = set_values(config["set"])
     defaults = {field.name.replace("_", "-"): field.default for field in fields(module.Args)}
     values = {}
@@ -454,8 +453,8 @@ def run_objective(config: dict, run: Run) -> float | None:
 
 
 def eval_every(config: dict, run: Run) -> int:
-    module = sweep.load_script(config["algo"])
-    return plumbing.command_line(module.Args, run.start_flags()).eval_every
+    module = ALGORITHMS[config["algo"]].module()
+    return cli.command_line(module.Args, run.start_flags()).eval_every
 
 
 class Watcher:
@@ -723,7 +722,7 @@ def guarded_work(results: list[bool], study, study_dir, config, threads, stoppin
         print(f"[{name}] stopped: {error}", flush=True)
         results.append(False)
     except Exception as error:
-        print(f"[{name}] stopped by {type(error).__name__}: {plumbing.first_line(error)}", flush=True)
+        print(f"[{name}] stopped by {type(error).__name__}: {cli.first_line(error)}", flush=True)
         results.append(False)
 
 
@@ -825,7 +824,7 @@ def final_evaluations(runs: list[Run]) -> list[float]:
     finals = []
     for run in runs:
         try:
-            with open(os.path.join(run.run_dir, plumbing.SUMMARY)) as f:
+            with open(os.path.join(run.run_dir, run_directory.SUMMARY)) as f:
                 finals.append(float(json.load(f)["final_eval_mean"]))
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -909,7 +908,7 @@ def write_report_locked(study, study_dir: str, config: dict, quiet: bool) -> str
                 save_figure(os.path.join(out, "importances.png"))
                 lines += ["![importances](importances.png)", ""]
             except (ValueError, RuntimeError, ImportError) as error:
-                lines += [f"(no importances: {plumbing.first_line(error)})", ""]
+                lines += [f"(no importances: {cli.first_line(error)})", ""]
         optuna.visualization.matplotlib.plot_optimization_history(study)
         save_figure(os.path.join(out, "history.png"))
         lines += ["![history](history.png)", ""]
@@ -1068,7 +1067,7 @@ def main(argv: list[str]) -> int:
         write_report(study_dir, config)
         return 0
     os.makedirs(study_dir, exist_ok=True)
-    plumbing.write_json_atomically(config, os.path.join(study_dir, CONFIG), indent=2)
+    run_directory.write_json_atomically(config, os.path.join(study_dir, CONFIG), indent=2)
     if options.slurm:
         succeeded = submit_to_slurm(study_dir, options)
         if succeeded and "--wait" in options.sbatch_args_list and not options.no_report:

@@ -3,16 +3,16 @@
 # TensorBoard events, summary.json, benchmark.json and final_model.pt (the policy alone, no replay
 # buffer or optimizer); then the plots and the table (plot.py) and, for seed 1 of each algorithm,
 # env and setting, a GIF of three training stages side by side (enjoy.py); for runs/published,
-# docs/provenance.md again (benchmarks/provenance.py).
+# docs/provenance.md again (tools/provenance.py).
 #
-#   bash benchmarks/publish.sh [--only GLOB] [--no-gifs] SOURCE_RUNS_DIR [DEST]
+#   bash tools/publish.sh [--only GLOB] [--no-gifs] SOURCE_RUNS_DIR [DEST]
 #
 # SOURCE_RUNS_DIR is a benchmark.sh --runs-dir; unfinished runs are left out. DEST defaults to
 # runs/published. --only keeps the runs whose name matches GLOB (e.g. 'HalfCheetah-v4__ppo__*');
 # --no-gifs copies the runs without drawing GIFs (a hyperparameter study's runs).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-usage="usage: bash benchmarks/publish.sh [--only GLOB] [--no-gifs] SOURCE_RUNS_DIR [DEST]"
+usage="usage: bash tools/publish.sh [--only GLOB] [--no-gifs] SOURCE_RUNS_DIR [DEST]"
 only='*' gifs=1
 while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
@@ -48,6 +48,6 @@ print(round(10 / gym.make(json.load(open(sys.argv[1]))['env_id']).unwrapped.dt))
 done
 python plot.py "$dest" --out "$dest/report" > /dev/null
 if [[ $(realpath "$dest") == $(realpath runs/published) ]]; then  # where each run ran, from its files
-  python benchmarks/provenance.py "$dest" --markdown docs/provenance.md > /dev/null
+  python tools/provenance.py "$dest" --markdown docs/provenance.md > /dev/null
 fi
 du -sh "$dest"

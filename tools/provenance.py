@@ -1,8 +1,8 @@
 """Where did each published number come from? One provenance line per run, read from the run's own files.
 
-    python benchmarks/provenance.py runs/published                                   # one line per run
-    python benchmarks/provenance.py runs/published/Walker2d-v4__sac__default__3      # one run
-    python benchmarks/provenance.py runs/published --markdown docs/provenance.md     # and the docs page
+    python tools/provenance.py runs/published                                   # one line per run
+    python tools/provenance.py runs/published/Walker2d-v4__sac__default__3      # one run
+    python tools/provenance.py runs/published --markdown docs/provenance.md     # and the docs page
 
 For every run directory given, or found one level under a folder given (a run directory holds
 summary.json), it prints a line such as
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             print(run.line())
         if options.markdown:
             arguments = [*options.paths, "--markdown", options.markdown]
-            command = shlex.join(["python", "benchmarks/provenance.py", *arguments])
+            command = shlex.join(["python", "tools/provenance.py", *arguments])
             try:
                 page = Path(options.markdown)
                 page.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import fcntl
-import importlib
 import itertools
 import json
 import os
@@ -31,10 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from types import ModuleType
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-import plumbing  # noqa: E402  (from the repository root, above)
-from plumbing import CHECKPOINT, SCRIPTS, fail  # noqa: E402
+from actor_critic import cli, run_directory
+from actor_critic.algorithms import ALGORITHMS, REPO_ROOT
+from actor_critic.cli import fail
+from actor_critic.run_directory import CHECKPOINT
+
+REPO = REPO_ROOT
 
 DEFAULT_ENVS = "HalfCheetah-v4 Walker2d-v4 Humanoid-v4 InvertedDoublePendulum-v4"
 # What the sweep passes itself besides a run's axes (env, seed, steps, names): where the run goes.
@@ -80,7 +81,7 @@ class Run:
         }
 
     def status(self) -> str:
-        if os.path.exists(os.path.join(self.run_dir, plumbing.SUMMARY)):
+        if os.path.exists(os.path.join(self.run_dir, run_directory.SUMMARY)):
             return "finished"
         if os.path.exists(os.path.join(self.run_dir, CHECKPOINT)):
             return "interrupted"
@@ -95,7 +96,7 @@ class Run:
 
     def command(self, threads: int) -> list[str]:
         """Start the run, or continue it from its last checkpoint with its saved settings."""
-        script = [sys.executable, os.path.join(REPO, SCRIPTS[self.algo])]
+        script = [sys.executable, ALGORITHMS[self.algo].script_path]
         flags = self.start_flags()
         if self.status() == "interrupted":
             # The same flags again: they match the saved settings, and the ones a resume may
@@ -119,18 +120,14 @@ def parse_assignments(text: str, what: str) -> list[tuple[str, list[str]]]:
     return assignments
 
 
-def load_script(algo: str) -> ModuleType:
-    return importlib.import_module(SCRIPTS[algo].removesuffix(".py"))
-
-
 def flag_for(module: ModuleType, algo: str, key: str, value: str) -> list[str]:
     """The script's own flag for key=value, with the value checked against the field's type."""
     field = {f.name: f for f in fields(module.Args)}.get(key.replace("-", "_"))
     if field is None:
         close = difflib.get_close_matches(key, [f.name.replace("_", "-") for f in fields(module.Args)], n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        fail(f"--{key} is not a flag of {SCRIPTS[algo]}{hint}")
-    if field.name in plumbing.flags_with_role(module.Args, "axis") | SWEEP_FLAGS:
+        fail(f"--{key} is not a flag of {ALGORITHMS[algo].script}{hint}")
+    if field.name in cli.flags_with_role(module.Args, "axis") | SWEEP_FLAGS:
         fail(f"--{key} is set by the sweep itself (use --envs, --seeds, --steps), not by a grid")
     kind = str(field.type)
     if kind == "bool":
@@ -161,8 +158,8 @@ def plan(options: argparse.Namespace) -> list[Run]:
     """Every run of the sweep, each checked (flags, values, env ids, directories) before any starts."""
     algos = options.algos.split()
     for algo in algos:
-        if algo not in SCRIPTS:
-            fail(f"unknown algorithm '{algo}' (choose from {', '.join(SCRIPTS)})")
+        if algo not in ALGORITHMS:
+            fail(f"unknown algorithm '{algo}' (choose from {', '.join(ALGORITHMS)})")
     # ENV@STEPS gives one env its own length (SAC's InvertedDoublePendulum target is at 200k steps).
     env_steps = [
         (spec.partition("@")[0], spec.partition("@")[2] or options.steps) for spec in options.envs.split()
@@ -198,7 +195,7 @@ def plan(options: argparse.Namespace) -> list[Run]:
 
     runs = []
     for algo in algos:
-        module = load_script(algo)
+        module = ALGORITHMS[algo].module()
         fixed_flags = [flag for key, (value,) in fixed for flag in flag_for(module, algo, key, value)]
         for combination in itertools.product(*(choices for _, choices in grid)):
             chosen = list(zip([key for key, _ in grid], combination, strict=True))
@@ -210,7 +207,7 @@ def plan(options: argparse.Namespace) -> list[Run]:
         for run in runs:
             if run.algo == algo:
                 try:
-                    module.check_args(plumbing.command_line(module.Args, run.start_flags()))
+                    module.check_args(cli.command_line(module.Args, run.start_flags()))
                 except SystemExit as error:
                     fail(f"{run.name}: {error}".replace(": error: ", ": "))
     names = [run.name for run in runs]
@@ -231,7 +228,7 @@ def plan(options: argparse.Namespace) -> list[Run]:
             try:
                 made_by = read_marker(run)
             except (OSError, ValueError) as error:
-                fail(f"{marker} cannot be read ({plumbing.first_line(error)}); move the run or fix it")
+                fail(f"{marker} cannot be read ({cli.first_line(error)}); move the run or fix it")
             if made_by != run.config():
                 fail(
                     f"{run.run_dir} was made by another configuration ({made_by}); "
@@ -261,7 +258,7 @@ def prepare(run: Run) -> None:
             if entry not in (MARKER, LOG, LOCK):
                 path = os.path.join(run.run_dir, entry)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    plumbing.write_json_atomically(run.config(), os.path.join(run.run_dir, MARKER), indent=2)
+    run_directory.write_json_atomically(run.config(), os.path.join(run.run_dir, MARKER), indent=2)
 
 
 RUNNING: set[subprocess.Popen] = set()  # the training processes of this sweep, for stop()
@@ -324,7 +321,7 @@ def run_locked(run: Run, threads: int, lock_fds: tuple, watch: Watch | None) -> 
     status = run.status()  # again: the other sweep may have finished it meanwhile
     if status == "finished":
         return 0, SKIPPED
-    if is_locked(os.path.join(run.run_dir, plumbing.RUN_LOCK)):
+    if is_locked(os.path.join(run.run_dir, run_directory.RUN_LOCK)):
         return 1, "not run: a process started outside this sweep is training it"
     prepare(run)
     command = run.command(threads)
@@ -410,7 +407,7 @@ def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
 def is_running(run: Run) -> bool:
     """Whether this run is running now: a sweep (or the training process it started) holds the
     sweep's lock (see run_one), or a training process started by hand holds the run's own."""
-    return any(is_locked(os.path.join(run.run_dir, name)) for name in (LOCK, plumbing.RUN_LOCK))
+    return any(is_locked(os.path.join(run.run_dir, name)) for name in (LOCK, run_directory.RUN_LOCK))
 
 
 def is_locked(path: str) -> bool:
@@ -444,9 +441,9 @@ def progress_details(run: Run, state: str) -> list[str]:
     """A status line's details from the run's own files: its final evaluation, or how far it got."""
     details = []
     if state == "finished":
-        final = json.load(open(os.path.join(run.run_dir, plumbing.SUMMARY))).get("final_eval_mean")
+        final = json.load(open(os.path.join(run.run_dir, run_directory.SUMMARY))).get("final_eval_mean")
         details.append(f"final eval {final:.1f}" if final is not None else "no final evaluation")
-    elif progress := plumbing.read_progress(run.run_dir):  # what the script last reported
+    elif progress := run_directory.read_progress(run.run_dir):  # what the script last reported
         step, total = progress["step"], progress["total_timesteps"]
         details.append(f"step {step:,}/{total:,} ({100 * step / total:.0f}%)")
         details += [f"eval {progress['eval']:.1f}"] if progress.get("eval") is not None else []
@@ -530,7 +527,9 @@ def write_array_script(
     with open(path, "w") as f:
         f.write("#!/bin/bash\n" + "".join(f"#SBATCH {line}\n" for line in directives))
         f.write(f"{comment}\n")
-        f.write(f"exec {shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} {arguments}\n")
+        # The package from this checkout, whether or not it is installed where the task runs.
+        f.write(f"export PYTHONPATH={shlex.quote(REPO_ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}\n")
+        f.write(f"exec {shlex.quote(sys.executable)} -m actor_critic.sweep {arguments}\n")
     return path
 
 

@@ -1,7 +1,7 @@
 """Where does a SAC run's critic diverge? Its training logs in windows, and the windows that break away.
 
-    python benchmarks/critic_health.py runs/published/Humanoid-v4__sac__default__1
-    python benchmarks/critic_health.py RUN_DIR [RUN_DIR ...] [--window 20000] [--baseline 100000] [--factor 3]
+    python tools/critic_health.py runs/published/Humanoid-v4__sac__default__1
+    python tools/critic_health.py RUN_DIR [RUN_DIR ...] [--window 20000] [--baseline 100000] [--factor 3]
 
 Per run, one line per window of --window env steps, read from its TensorBoard files (a resumed
 run's rewritten steps count once, as in plot.py): the critics' loss (losses/qf_loss, the median
@@ -24,9 +24,7 @@ import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-import plot  # noqa: E402  (from the repository root, above)
+import plot
 
 LOSS, Q_VALUES, ALPHA = "losses/qf_loss", "losses/qf1_values", "losses/alpha"
 TRAIN_RETURN, EVAL_RETURN = "charts/episodic_return", "eval/episodic_return"

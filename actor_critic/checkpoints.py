@@ -1,0 +1,143 @@
+"""The checkpoint format: atomic save, a safe load that never runs code from the file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from actor_critic.algorithms import ALGORITHMS
+from actor_critic.cli import fail, first_line
+
+CHECKPOINT_FORMAT = "mujoco-actor-critic-checkpoint"
+CHECKPOINT_VERSION = 1
+# What every checkpoint file holds besides its policy (docs/checkpoints.md).
+COMMON_KEYS = (
+    "env_id",
+    "observation_shape",
+    "action_shape",
+    "action_low",
+    "action_high",
+    "args",
+    "global_step",
+)
+# The -v4 ids are this project's default on purpose; their deprecation notice is noise here.
+
+
+def rng_states(device: torch.device) -> dict:
+    """torch's random generators: the CPU's and, on a GPU, the GPU's (it draws its own numbers)."""
+    states = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(checkpoint: dict, device: torch.device) -> None:
+    torch.set_rng_state(checkpoint["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in checkpoint:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: plain tensors and Python values only, so torch.load(weights_only=True) reads them
+# and loading a file can never run code from it.
+# ---------------------------------------------------------------------------------------------
+
+
+def save_atomically(obj: dict, path: str) -> None:
+    """Write to a temporary file, then rename: a kill at any instant leaves the old file intact."""
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+
+
+
+def load_checkpoint(path: str, reader: str = "this project") -> dict:
+    """Any file this project writes, checked: readable, ours, of a version we read, complete."""
+    if not os.path.isfile(path):
+        fail(f"checkpoint not found: {path}")
+    try:
+        with warnings.catch_warnings():  # a plain pickle's protocol warning: the error says enough
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupted, not a torch file, or unsafe to unpickle
+        blocked = re.search(r"GLOBAL (\S+)", str(error))
+        if blocked:  # the unpickler stopped before importing it, so nothing from the file ran
+            fail(
+                f"cannot read checkpoint {path}: refused to load it, it would call {blocked.group(1)}; "
+                "checkpoints hold only data"
+            )
+        reason = first_line(error)
+        if reason.startswith("Weights only load failed"):
+            reason = "not a pickle of tensors and plain values"
+        fail(f"cannot read checkpoint {path}: {reason[:160]}")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        fail(f"{path} is not a checkpoint of this project (sac_continuous.py or ppo_continuous.py)")
+    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
+        fail(
+            f"{path} has checkpoint format version {checkpoint.get('format_version')}, "
+            f"{reader} reads version {CHECKPOINT_VERSION}"
+        )
+    if checkpoint.get("algorithm") not in ALGORITHMS:
+        fail(f"{path} is a checkpoint of an unknown algorithm {checkpoint.get('algorithm')!r}")
+    for key in (*COMMON_KEYS, "kind"):
+        if key not in checkpoint:
+            fail(f"{path} is damaged: it has no '{key}'")
+    if not isinstance(checkpoint["args"], dict) or not {"hidden_size", "seed"} <= checkpoint["args"].keys():
+        fail(f"{path} is damaged: its 'args' lack hidden_size or seed")
+    return checkpoint
+
+
+def load_policy_file(path: str, algorithm: str, policy_keys: tuple[str, ...]) -> dict:
+    """A checkpoint of `algorithm` that holds its policy, for the algorithm's own load_policy."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint["algorithm"] != algorithm:
+        fail(f"{path} is a {checkpoint['algorithm']} checkpoint, not {algorithm}")
+    for key in policy_keys:
+        if key not in checkpoint:
+            fail(f"{path} is damaged: it has no '{key}'")
+    return checkpoint
+
+
+def check_finite_policy(tensors: list[torch.Tensor], path: str) -> None:
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        fail(f"{path} is damaged: its policy has non-finite weights or statistics")
+
+
+def policy_record(args: Any, algorithm: str, envs: gym.vector.VectorEnv, global_step: int, **policy) -> dict:
+    """What every file of a run holds: the format, the run's flags, the spaces, the policy."""
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "algorithm": algorithm,
+        "env_id": args.env_id,
+        "args": dataclasses.asdict(args),
+        "observation_shape": list(obs_space.shape),
+        "action_shape": list(act_space.shape),
+        "action_low": act_space.low.tolist(),
+        "action_high": act_space.high.tolist(),
+        "global_step": global_step,
+        **policy,
+        "kind": "model",
+    }
+
+
+
+def check_shapes(checkpoint: dict, envs: gym.vector.VectorEnv, path: str, env_id: str) -> None:
+    obs_shape, act_shape = envs.single_observation_space.shape, envs.single_action_space.shape
+    if tuple(checkpoint["observation_shape"]) != obs_shape or tuple(checkpoint["action_shape"]) != act_shape:
+        fail(
+            f"{path} has observation/action shapes {checkpoint['observation_shape']}/"
+            f"{checkpoint['action_shape']}, but {env_id} has {obs_shape}/{act_shape}"
+        )
+

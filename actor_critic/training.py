@@ -1,0 +1,403 @@
+"""What a training script does besides its algorithm: the run's logs, signals, saving, evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import platform
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import gymnasium as gym
+import numpy as np
+import threadpoolctl
+import torch
+
+from actor_critic.algorithms import ALGORITHMS
+from actor_critic.checkpoints import save_atomically
+from actor_critic.cli import fail, first_line
+from actor_critic.run_directory import (
+    CHECKPOINT,
+    FINAL_MODEL,
+    PROGRESS,
+    RUN_LOCK,
+    SUMMARY,
+    write_json_atomically,
+)
+
+
+def set_up_torch(args: Any) -> torch.device:
+    """Threads, seed and device, as CleanRL sets them up."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # NumPy's BLAS gets one thread whatever --threads says: it only multiplies the small matrices
+    # of acting, and OpenBLAS keeps a thread per core spinning after each product, which took the
+    # cores the env workers needed (PPO on Humanoid-v4 with 64 envs and --env-workers 2: 0.9x as
+    # fast as in one process with those threads, 1.3x without them).
+    threadpoolctl.threadpool_limits(1, user_api="blas")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    return device
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Episode statistics
+# ---------------------------------------------------------------------------------------------
+
+
+class Episodes:
+    """Per-env episode return, length and done flags, and the returns of the last episodes.
+
+    `done[i]` True means env i's next step is a reset step: its observation starts a new episode
+    and it is not a transition.
+    """
+
+    def __init__(self, num_envs: int, recent: int = 20):
+        self.done = np.zeros(num_envs, dtype=bool)
+        self.returns, self.lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
+        self.recent: deque = deque(maxlen=recent)
+
+    def record(self, rewards: np.ndarray, dones: np.ndarray, global_step: int, writer) -> None:
+        """Count one vector step; log the return and length of each episode that ended."""
+        self.returns = np.where(self.done, 0.0, self.returns + rewards)
+        self.lengths = np.where(self.done, 0, self.lengths + 1)
+        self.done = dones
+        for i in np.flatnonzero(dones):
+            self.recent.append(float(self.returns[i]))
+            writer.add_scalar("charts/episodic_return", self.returns[i], global_step)
+            writer.add_scalar("charts/episodic_length", self.lengths[i], global_step)
+
+    def recent_mean(self) -> float | None:
+        return float(np.mean(self.recent)) if self.recent else None
+
+    # The keys of checkpoint format 1's "rollout" record.
+    def state_dict(self) -> dict:
+        return {
+            "prev_done": torch.as_tensor(self.done),
+            "episode_returns": torch.as_tensor(self.returns),
+            "episode_lengths": torch.as_tensor(self.lengths),
+            "recent_returns": list(self.recent),
+        }
+
+    def load_state_dict(self, state: dict, episodes_too: bool = True) -> None:
+        """The recent returns; with `episodes_too`, the episodes under way as well."""
+        self.recent.extend(state["recent_returns"])
+        if episodes_too:
+            self.done = state["prev_done"].numpy().copy()
+            self.returns = state["episode_returns"].numpy().copy()
+            self.lengths = state["episode_lengths"].numpy().copy()
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The run: its directory, TensorBoard and W&B, signals, progress, checkpoints and summary
+# ---------------------------------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Run:
+    """A run directory and what writes into it. Made before the networks, so that a bad --resume
+    or --runs-dir fails at once; `open_logs` then starts TensorBoard (and W&B) at the right step."""
+
+    def __init__(self, args: Any, algorithm: str, checkpoint: dict | None):
+        self.args, self.algorithm, self.resumed = args, algorithm, checkpoint is not None
+        if checkpoint is not None:
+            self.dir, self.name = os.path.dirname(os.path.abspath(args.resume)), args.run_name
+            rollout = checkpoint["rollout"]
+            self.wandb_id, self.wall_clock_before = rollout["wandb_id"], rollout["wall_clock"]
+            self.sessions = list(rollout.get("sessions", []))
+            self.start_step = checkpoint["global_step"]
+            self.last_checkpoint_step: int | None = checkpoint["global_step"]
+        else:
+            if os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
+                fail(f"--runs-dir {args.runs_dir} is a file, not a directory")
+            self.name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            args.run_name = self.name
+            self.dir = os.path.join(args.runs_dir, self.name)
+            if os.path.exists(os.path.join(self.dir, CHECKPOINT)):
+                fail(
+                    f"{self.dir} already holds a run; continue it with --resume "
+                    f"{os.path.join(self.dir, CHECKPOINT)} or choose another --run-name"
+                )
+            if os.path.exists(self.dir) and not os.path.isdir(self.dir):
+                fail(f"{self.dir} is a file, not a run directory")
+            self.wandb_id, self.wall_clock_before, self.sessions = uuid.uuid4().hex[:12], 0.0, []
+            self.start_step, self.last_checkpoint_step = 0, None
+        self.checkpoint_path = os.path.join(self.dir, CHECKPOINT)
+        self.start_time = time.time()
+        self.writer, self.lock = None, None
+        self.stop_signal: list[int] = []
+        self.previous_handlers: dict = {}
+
+    def open_logs(self, global_step: int) -> None:
+        """TensorBoard (and W&B with --track) from `global_step` on; catch Ctrl-C and SIGTERM."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        args = self.args
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+        except OSError as error:
+            fail(f"cannot make the run directory {self.dir}: {first_line(error)}")
+        # One process per run: a second (the same --resume given twice, a run a killed sweep left
+        # running) would write the same checkpoint.
+        self.lock = open(os.path.join(self.dir, RUN_LOCK), "a")  # held until close()
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock.close()
+            fail(f"{self.dir} is in use: another process is training this run")
+        except OSError:  # a file system without locks: go on without one
+            pass
+        if args.track:
+            import wandb
+
+            wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                sync_tensorboard=True,
+                config=dataclasses.asdict(args),
+                name=self.name,
+                id=self.wandb_id,
+                resume="allow",
+                dir=self.dir,
+                save_code=True,
+            )
+        # purge_step drops what a killed run logged after its last checkpoint: TensorBoard continues.
+        self.writer = SummaryWriter(self.dir, purge_step=global_step + 1 if self.resumed else None)
+        if not self.resumed:
+            table = "\n".join(f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items())
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        # Ctrl-C and SIGTERM only set a flag: the loop finishes its step, checkpoints, and exits.
+        self.previous_handlers = {
+            sig: signal.signal(sig, lambda signum, frame: self.stop_signal.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        self.start_time = time.time()
+
+    def wall_clock(self) -> float:
+        return self.wall_clock_before + time.time() - self.start_time
+
+    def session(self, global_step: int, device: torch.device) -> dict:
+        """This process's part of the run, for summary.json's provenance."""
+        return {
+            "start_step": self.start_step,
+            "end_step": global_step,
+            "wall_clock_s": round(time.time() - self.start_time, 2),
+            "cpu": cpu_name(),
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+        }
+
+    def save(self, model: dict, training: dict, final: bool, device: torch.device) -> None:
+        """models/step_N.pt and, at the end, final_model.pt (the policy); checkpoint.pt (all of it).
+        `training` holds what the algorithm needs to resume; its "rollout" gains the run's own."""
+        step = model["global_step"]
+        os.makedirs(os.path.join(self.dir, "models"), exist_ok=True)
+        save_atomically(model, os.path.join(self.dir, "models", f"step_{step:08d}.pt"))
+        if final:
+            save_atomically(model, os.path.join(self.dir, FINAL_MODEL))
+        rollout = {
+            **training["rollout"],
+            "wandb_id": self.wandb_id,
+            "wall_clock": self.wall_clock(),
+            "sessions": [*self.sessions, self.session(step, device)],
+        }
+        save_atomically({**model, "kind": "training", **training, "rollout": rollout}, self.checkpoint_path)
+        self.last_checkpoint_step = step
+
+    def last_good_checkpoint(self) -> str:
+        if self.last_checkpoint_step is None:
+            return "none"
+        return f"{self.checkpoint_path} (step {self.last_checkpoint_step})"
+
+    def stop_non_finite(self, what: str) -> NoReturn:
+        """Stop before a non-finite value reaches a checkpoint; the last good one stays."""
+        self.close()  # an in-process caller (a notebook, a test) gets its Ctrl-C back
+        fail(f"non-finite {what}; training stopped. Last good checkpoint: {self.last_good_checkpoint()}")
+
+    def evaluate(self, policy: Callable, env: gym.Env, global_step: int, log: bool = True) -> tuple:
+        """--eval-episodes seeded episodes of `policy`, logged (unless not `log`); with
+        --capture-video, the first one's video. Returns the mean and std of the returns."""
+        args = self.args
+        video = args.capture_video and log
+        returns, frames = evaluate(policy, env, args.eval_episodes, args.seed + 100_000, video)
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        if not log:
+            return mean, std
+        self.writer.add_scalar("eval/episodic_return", mean, global_step)
+        self.writer.add_scalar("eval/episodic_return_std", std, global_step)
+        if frames:
+            import imageio
+
+            os.makedirs(os.path.join(self.dir, "videos"), exist_ok=True)
+            path = os.path.join(self.dir, "videos", f"eval_step_{global_step:08d}.mp4")
+            imageio.mimwrite(path, frames, fps=env.metadata.get("render_fps", 30))
+        return mean, std
+
+    def exit_if_signalled(self, global_step: int, envs: gym.vector.VectorEnv) -> None:
+        """After a Ctrl-C or SIGTERM (and the checkpoint it asked for): say how to go on, and exit.
+        A signal that came after this step's checkpoint decision waits for the next step's."""
+        if not self.stop_signal or self.last_checkpoint_step != global_step:
+            return
+        name = signal.Signals(self.stop_signal[0]).name
+        print(
+            f"{name}: checkpoint written at step {global_step}; continue with:\n"
+            f"  python {ALGORITHMS[self.algorithm].script} --resume {self.checkpoint_path}",
+            flush=True,
+        )
+        envs.close()
+        self.close()
+        raise SystemExit(128 + self.stop_signal[0])
+
+    def needs_final_save(self, global_step: int) -> bool:
+        """A run resumed after its end has its files already; any other needs its last save."""
+        final_model = os.path.join(self.dir, FINAL_MODEL)
+        return self.last_checkpoint_step != global_step or not os.path.exists(final_model)
+
+    def finish(
+        self, last_eval: tuple | None, eval_protocol: str, global_step: int, device: torch.device, **speed
+    ) -> dict:
+        """summary.json: the run's final evaluation, its speed and where it ran; then close."""
+        summary = {
+            "algorithm": self.algorithm,
+            "env_id": self.args.env_id,
+            "seed": self.args.seed,
+            "run_name": self.name,
+            "total_timesteps": self.args.total_timesteps,
+            "global_step": global_step,
+            "wall_clock_s": round(self.wall_clock(), 2),
+            "sps": round((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9), 2),
+            **speed,
+            "final_eval_mean": last_eval[0] if last_eval else None,
+            "final_eval_std": last_eval[1] if last_eval else None,
+            "final_eval_episodes": self.args.eval_episodes,
+            "eval_protocol": eval_protocol,
+            "sessions": [*self.sessions, self.session(global_step, device)],
+        }
+        write_json_atomically(summary, os.path.join(self.dir, SUMMARY), indent=2)
+        self.close()
+        if self.args.track:
+            import wandb
+
+            wandb.finish()
+        return summary
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.lock is not None:
+            self.lock.close()  # releases it
+            self.lock = None
+        for sig, handler in self.previous_handlers.items():
+            signal.signal(sig, handler)
+        self.previous_handlers = {}
+
+
+class Progress:
+    """The line printed every 10 s, and progress.json beside it for sweeps to read.
+
+    Time left comes from the rate over the last minute or so, not the average since the start:
+    SAC's random warm-up steps are many times faster than its learning steps.
+    """
+
+    WINDOW_S = 60.0
+
+    def __init__(self, run_dir: str, total: int, start_step: int, every_s: float = 10.0):
+        self.path, self.total, self.every_s = os.path.join(run_dir, PROGRESS), total, every_s
+        now = time.time()
+        self.last_print, self.history = now, deque([(now, start_step)])
+
+    def rate(self, now: float, global_step: int) -> float:
+        while len(self.history) > 1 and now - self.history[1][0] >= self.WINDOW_S:
+            self.history.popleft()
+        then, step = self.history[0]
+        return (global_step - step) / max(now - then, 1e-9)
+
+    def update(self, global_step: int, episodes: Episodes, last_eval: float | None, force: bool) -> None:
+        """Called every step; prints (and writes progress.json) every `every_s` s or when forced."""
+        now = time.time()
+        if now - self.last_print < self.every_s and not force:
+            return
+        self.last_print = now
+        recent_return = episodes.recent_mean()
+        sps = self.rate(now, global_step)
+        self.history.append((now, global_step))
+        left_s = (self.total - global_step) / max(sps, 1e-9)
+        recent = f"{recent_return:9.1f}" if recent_return is not None else "        -"
+        evaluated = f" | eval {last_eval:9.1f}" if last_eval is not None else ""
+        print(
+            f"step {global_step:>9}/{self.total} | {sps:6.0f} steps/s | return {recent}"
+            f"{evaluated} | left {format_duration(left_s)}",
+            flush=True,
+        )
+        record = {
+            "step": global_step,
+            "total_timesteps": self.total,
+            "steps_per_s": round(sps, 2),
+            "recent_return": recent_return,
+            "eval": last_eval,
+            "time_left_s": round(left_s, 1),
+            "time_left": format_duration(left_s),
+            "time": now,
+        }
+        write_json_atomically(record, self.path)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env: gym.Env,
+    episodes: int,
+    seed: int,
+    record_frames: bool = False,
+) -> tuple[list[float], list[np.ndarray]]:
+    """The policy (an obs -> action function), one episode per seed: the same start states at
+    every evaluation. Frames of the first episode with `record_frames`."""
+    returns, frames = [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, episode_return = False, 0.0
+        while not done:
+            if record_frames and episode == 0:
+                frames.append(env.render())
+            with torch.no_grad():
+                obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            episode_return += float(reward)
+            done = terminated or truncated
+        returns.append(episode_return)
+    return returns, frames
+
+
+def crossed(step: int, step_size: int, every: int) -> bool:
+    """Did the last `step_size` steps pass a multiple of `every`?"""
+    return every > 0 and step // every > (step - step_size) // every
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
