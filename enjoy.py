@@ -3,10 +3,11 @@
     python enjoy.py --checkpoint runs/<run_name>/final_model.pt
     python enjoy.py --checkpoint runs/<run_name> --stages 3     # early, middle, final, side by side
 
-Reads what sac_continuous.py and ppo_continuous.py write (final_model.pt, models/step_*.pt,
-checkpoint.pt), rebuilds the policy with its algorithm's own loader, and plays it. Read top to bottom:
-arguments, checkpoints, envs, the policy, the camera, episodes, GIF and video. docs/enjoy.md has
-more.
+Reads what the training scripts write (final_model.pt, models/step_*.pt, checkpoint.pt), rebuilds
+the policy with its algorithm's own loader (actor_critic.algorithms), and plays it. Read top to
+bottom: arguments, checkpoints, envs, the camera, episodes, GIF and video, scoring, then the printing.
+`score(args)` returns the numbers and prints nothing (tools/check_published.py calls it); `main`
+prints them. docs/enjoy.md has more.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 
 import json
 import math
-import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, TextIO
 
 import gymnasium as gym
 import numpy as np
@@ -35,10 +35,10 @@ import torch
 import tyro
 from PIL import Image, ImageDraw, ImageFont
 
-import ppo_continuous
-import sac_continuous
-from actor_critic import checkpoints, cli
+from actor_critic import checkpoints, cli, run_directory
+from actor_critic.algorithms import ALGORITHMS
 from actor_critic.cli import fail
+from actor_critic.run_directory import FINAL_MODEL
 
 GIF_COLORS = 64  # one palette for the whole GIF; 64 colours look right for these scenes
 GIF_MAX_FPS = 16  # by default the GIF keeps just enough frames for this many per simulated second
@@ -79,8 +79,11 @@ class Args:
     """frame width in pixels (per checkpoint, when several are drawn side by side)"""
     height: int = 192
     """frame height in pixels"""
-    track: bool = True
-    """MuJoCo envs: the camera follows the agent's root body (--no-track: the env's own camera)"""
+    # Not --track: in the training scripts that means Weights & Biases. --track and --no-track, this
+    # flag's first spelling, still work.
+    follow: Annotated[bool, tyro.conf.arg(aliases=("--track",))] = True
+    """MuJoCo envs: the camera follows the agent's root body (--no-follow: the env's own camera;
+    --track and --no-track are old spellings)"""
     json: str | None = None
     """write a JSON summary to this path ('-': print it on stdout, and the rest on stderr)"""
 
@@ -112,12 +115,9 @@ def check_args(args: Args) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def snapshot_step(path: str) -> int:
-    return int(re.fullmatch(r"step_(\d+)\.pt", os.path.basename(path)).group(1))
-
-
-def checkpoint_paths(args: Args) -> list[str]:
-    """The files to play: the paths given, a run directory's final_model.pt, or --stages snapshots."""
+def checkpoint_paths(args: Args, notes: list[str]) -> list[str]:
+    """The files to play: the paths given, a run directory's final_model.pt, or --stages snapshots.
+    What the user should know about the choice is added to `notes`."""
     paths = []
     for path in args.checkpoint:
         if not os.path.exists(path):
@@ -125,32 +125,26 @@ def checkpoint_paths(args: Args) -> list[str]:
         if not os.path.isdir(path):
             paths.append(path)
         elif args.stages:
-            models = os.path.join(path, "models")
-            names = os.listdir(models) if os.path.isdir(models) else []
-            snapshots = sorted(
-                (os.path.join(models, name) for name in names if re.fullmatch(r"step_\d+\.pt", name)),
-                key=snapshot_step,
-            )
+            snapshots = run_directory.snapshots(path)  # oldest first
             if not snapshots:
                 fail(f"{path} has no models/step_*.pt snapshots to draw --stages from")
             if len(snapshots) < args.stages:
-                print(f"note: {path} has {len(snapshots)} snapshots; drawing all of them", file=sys.stderr)
+                notes.append(f"{path} has {len(snapshots)} snapshots; drawing all of them")
             # The first, evenly spaced ones, and the last: early, middle(s), final (--stages 1: final).
             count = min(args.stages, len(snapshots))
             picks = np.linspace(0, len(snapshots) - 1, count) if count > 1 else [len(snapshots) - 1]
             paths += [snapshots[i] for i in sorted(set(np.round(picks).astype(int).tolist()))]
-        elif os.path.isfile(os.path.join(path, "final_model.pt")):
-            paths.append(os.path.join(path, "final_model.pt"))
+        elif os.path.isfile(os.path.join(path, FINAL_MODEL)):
+            paths.append(os.path.join(path, FINAL_MODEL))
         else:
-            fail(f"{path} has no final_model.pt; pass a checkpoint file, or --stages N for its snapshots")
+            fail(f"{path} has no {FINAL_MODEL}; pass a checkpoint file, or --stages N for its snapshots")
     return paths
 
 
 def load_checkpoint(path: str) -> dict:
     """The checked load (actor_critic.checkpoints), and the policy's own keys for its algorithm."""
-    checkpoint = checkpoints.load_checkpoint(path, reader="enjoy.py")
-    policy_keys = ("actor",) if checkpoint["algorithm"] == "sac" else ("agent", "obs_rms")
-    for key in policy_keys:
+    checkpoint = checkpoints.load_checkpoint(path, reader="enjoy.py")  # refuses unknown algorithms
+    for key in ALGORITHMS[checkpoint["algorithm"]].policy_keys:
         if key not in checkpoint:
             fail(f"{path} is damaged: it has no '{key}'")
     return checkpoint
@@ -230,10 +224,10 @@ class FrameSource:
     MuJoCo envs with a free camera that stays where the episode began; the trackbodyid in some
     envs' camera settings only acts on a tracking camera.) Distance and angles are the env's own
     default camera's, with a side view from 20 degrees above where the env sets none. Other envs,
-    and --no-track, use env.render(), fitted into width x height.
+    and --no-follow, use env.render(), fitted into width x height.
     """
 
-    def __init__(self, env: gym.Env, width: int, height: int, track: bool):
+    def __init__(self, env: gym.Env, width: int, height: int, follow: bool):
         self.env, self.width, self.height, self.renderer = env, width, height, None
         if is_mujoco(env):
             # MuJoCo's default shadow map is 4096 x 4096: drawn in software (no GPU, MUJOCO_GL=egl
@@ -241,7 +235,7 @@ class FrameSource:
             # frame's size looks the same in a GIF and draws each frame 1.5-2.5 times as fast.
             quality = env.unwrapped.model.vis.quality
             quality.shadowsize = min(quality.shadowsize, max(1024, 2 * max(width, height)))
-        body = travelling_root_body(env.unwrapped.model) if track and is_mujoco(env) else None
+        body = travelling_root_body(env.unwrapped.model) if follow and is_mujoco(env) else None
         if body is None:
             return
         import mujoco
@@ -312,12 +306,12 @@ def open_env(
     check_spaces(env, env_id, checkpoint, path)
     if not drawn:
         return env, None
-    frames = FrameSource(env, args.width, args.height, args.track)
+    frames = FrameSource(env, args.width, args.height, args.follow)
     if frames.needs_render_mode:  # env.render() draws only what the env was made to draw
         env.close()
         size = {"width": args.width, "height": args.height} if is_mujoco(env) else {}
         env = make_env(env_id, path, render_mode="rgb_array", **size)
-        frames = FrameSource(env, args.width, args.height, track=False)
+        frames = FrameSource(env, args.width, args.height, follow=False)
     return env, frames
 
 
@@ -419,28 +413,88 @@ def write_video(frames: list[np.ndarray], path: str, fps: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Main
+# Scoring: the numbers, and the files drawn; nothing printed (main prints)
 # ---------------------------------------------------------------------------------------------
 
 
-def main(args: Args) -> dict:
+@dataclass
+class CheckpointScore:
+    """One checkpoint's episodes, and what --json writes for it."""
+
+    path: str
+    algorithm: str
+    env_id: str
+    global_step: int
+    seeds: list[int]
+    returns: list[float]
+    lengths: list[int]
+    mean: float
+    std: float
+    steps_per_second: float | None = None
+    """how fast the undrawn episodes were scored, env steps per second (None: none was); not in
+    the JSON, whose numbers repeat exactly while speeds do not"""
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "algorithm": self.algorithm,
+            "env_id": self.env_id,
+            "global_step": self.global_step,
+            "seeds": self.seeds,
+            "returns": self.returns,
+            "lengths": self.lengths,
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+
+@dataclass
+class Scores:
+    """What score() returns: each checkpoint's score, and the GIF and video it wrote."""
+
+    deterministic: bool
+    results: list[CheckpointScore]
+    gif: str | None = None  # None with --no-render
+    gif_frames: int | None = None
+    gif_bytes: int | None = None
+    gif_fps: float | None = None
+    video: str | None = None
+    video_frames: int | None = None
+    notes: list[str] = field(default_factory=list)
+    """what the user should know about the checkpoints chosen (main prints them on stderr)"""
+
+    def to_json(self) -> dict:
+        """What --json writes (its keys in this order, as always)."""
+        summary = {
+            "deterministic": self.deterministic,
+            "results": [result.to_json() for result in self.results],
+            "gif": self.gif,
+            "video": self.video,
+        }
+        if self.gif is not None:
+            summary.update(gif_frames=self.gif_frames, gif_bytes=self.gif_bytes)
+        return summary
+
+
+def score(args: Args) -> Scores:
+    """Play and score each checkpoint, and write the GIF (and the video) of the first episodes.
+    Prints nothing: main prints what it returns, and a tool can use the numbers as they are."""
     check_args(args)
     # These small networks gain nothing from a second thread, which on a busy machine costs a lot.
     torch.set_num_threads(1)
-    # With --json -, stdout carries the JSON alone and the human-readable lines go to stderr.
-    out = sys.stderr if args.json == "-" else sys.stdout
-    paths = checkpoint_paths(args)
-    checkpoints = [load_checkpoint(path) for path in paths]  # every file checked before any plays
-    algorithms = {checkpoint["algorithm"] for checkpoint in checkpoints}
+    notes: list[str] = []
+    paths = checkpoint_paths(args, notes)
+    loaded = [load_checkpoint(path) for path in paths]  # every file checked before any plays
+    algorithms = {checkpoint["algorithm"] for checkpoint in loaded}
     panels, results, seconds_per_step, every = [], [], None, args.keep_every
-    for path, checkpoint in zip(paths, checkpoints, strict=True):
+    for path, checkpoint in zip(paths, loaded, strict=True):
         env_id = args.env_id or checkpoint["env_id"]
         if not args.env_id and ":" in str(env_id):
             # gym.make("module:Env-v0") imports that module first: a file must not choose code to run.
             fail(f"{path} names the env {env_id}, which imports a module; pass --env-id {env_id} to allow it")
         # The policy is rebuilt by its algorithm's own loader, the one users call (docs/enjoy.md).
-        loader = ppo_continuous if checkpoint["algorithm"] == "ppo" else sac_continuous
-        policy = loader.policy_from_checkpoint(checkpoint, path, stochastic=args.stochastic)
+        script = ALGORITHMS[checkpoint["algorithm"]].module()  # its training script, as a module
+        policy = script.policy_from_checkpoint(checkpoint, path, device="cpu", stochastic=args.stochastic)
         env, frames = open_env(env_id, checkpoint, path, args, drawn=args.render)
         if seconds_per_step is None:  # the first env sets the clock of the GIF and the video
             seconds_per_step = env_seconds_per_step(env)
@@ -452,12 +506,10 @@ def main(args: Args) -> dict:
                 fail(f"{path} is damaged: its seed is {str(saved)[:40]!r}, not a number of 0 or more")
             seed = saved + 100_000
         torch.manual_seed(seed)  # --stochastic repeats too, with the same seed
-        mode = "stochastic" if args.stochastic else "deterministic"
         step = checkpoint["global_step"]
-        print(f"{path}: {checkpoint['algorithm']} on {env_id}, step {step}, {mode} policy", file=out)
 
         seeds = [seed + i for i in range(args.eval_episodes)]
-        returns, lengths, scored_steps, scored_seconds = [], [], 0, 0.0
+        returns, lengths, scored_steps = [], [], 0
         if frames is not None:  # the first episode is drawn, one step at a time
             episode_return, length, episode_frames = run_episode(
                 env, policy, seeds[0], args.max_steps, frames, 1 if args.video else every
@@ -482,39 +534,64 @@ def main(args: Args) -> dict:
             scored_steps += length
         scored_seconds = time.perf_counter() - start
         env.close()
-        for episode, (episode_return, length) in enumerate(zip(returns, lengths, strict=True)):
-            print(f"  episode {episode + 1:>3}: return {episode_return:10.2f}   length {length}", file=out)
-
-        mean, std = float(np.mean(returns)), float(np.std(returns))
-        speed = f", scored at {scored_steps / scored_seconds:.0f} steps/s" if scored_steps > 0 else ""
-        print(f"  return {mean:.2f} ± {std:.2f} over {len(returns)} episodes{speed}", file=out)
         results.append(
-            {
-                "path": path,
-                "algorithm": checkpoint["algorithm"],
-                "env_id": env_id,
-                "global_step": step,
-                "seeds": seeds,
-                "returns": returns,
-                "lengths": lengths,
-                "mean": mean,
-                "std": std,
-            }
+            CheckpointScore(
+                path=path,
+                algorithm=checkpoint["algorithm"],
+                env_id=env_id,
+                global_step=step,
+                seeds=seeds,
+                returns=returns,
+                lengths=lengths,
+                mean=float(np.mean(returns)),
+                std=float(np.std(returns)),
+                steps_per_second=scored_steps / scored_seconds if scored_steps > 0 else None,
+            )
         )
 
-    summary = {"deterministic": not args.stochastic, "results": results, "gif": None, "video": None}
+    scores = Scores(deterministic=not args.stochastic, results=results, notes=notes)
     if args.render:
         composed = side_by_side(panels)
         if args.video:
             write_video(composed, args.video, args.fps or 1.0 / seconds_per_step)
-            print(f"video: {args.video} ({len(composed)} frames)", file=out)
-            summary["video"] = args.video
+            scores.video, scores.video_frames = args.video, len(composed)
             composed = composed[::every]  # the video has every step; the GIF every Nth
         gif = args.gif or default_gif_path(paths, args)
         seconds_per_frame = 1.0 / args.fps if args.fps else seconds_per_step * every
-        size, count = write_gif(composed, gif, seconds_per_frame)
-        print(f"gif: {gif} ({count} frames, {1 / seconds_per_frame:.1f} fps, {size / 1024:.0f} KB)", file=out)
-        summary.update(gif=gif, gif_frames=count, gif_bytes=size)
+        scores.gif_bytes, scores.gif_frames = write_gif(composed, gif, seconds_per_frame)
+        scores.gif, scores.gif_fps = gif, 1 / seconds_per_frame
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Main: the scores, printed
+# ---------------------------------------------------------------------------------------------
+
+
+def print_scores(scores: Scores, out: TextIO) -> None:
+    """The human-readable lines: each checkpoint's episodes and mean, then the files written."""
+    for note in scores.notes:
+        print(f"note: {note}", file=sys.stderr)
+    mode = "deterministic" if scores.deterministic else "stochastic"
+    for r in scores.results:
+        print(f"{r.path}: {r.algorithm} on {r.env_id}, step {r.global_step}, {mode} policy", file=out)
+        for episode, (episode_return, length) in enumerate(zip(r.returns, r.lengths, strict=True)):
+            print(f"  episode {episode + 1:>3}: return {episode_return:10.2f}   length {length}", file=out)
+        speed = f", scored at {r.steps_per_second:.0f} steps/s" if r.steps_per_second is not None else ""
+        print(f"  return {r.mean:.2f} ± {r.std:.2f} over {len(r.returns)} episodes{speed}", file=out)
+    if scores.video is not None:
+        print(f"video: {scores.video} ({scores.video_frames} frames)", file=out)
+    if scores.gif is not None:
+        size = f"{scores.gif_frames} frames, {scores.gif_fps:.1f} fps, {scores.gif_bytes / 1024:.0f} KB"
+        print(f"gif: {scores.gif} ({size})", file=out)
+
+
+def main(args: Args) -> dict:
+    """Score, print, and write --json; returns the JSON summary."""
+    scores = score(args)
+    # With --json -, stdout carries the JSON alone and the human-readable lines go to stderr.
+    print_scores(scores, out=sys.stderr if args.json == "-" else sys.stdout)
+    summary = scores.to_json()
     if args.json == "-":
         print(json.dumps(summary, indent=2))
     elif args.json:

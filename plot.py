@@ -17,7 +17,6 @@ that flag, and a table in study.md: a one-factor-at-a-time hyperparameter study.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import math
@@ -28,27 +27,13 @@ from collections import defaultdict
 
 import numpy as np
 
-from actor_critic import cli
+from actor_critic import cli, run_directory
 from actor_critic.algorithms import ALGORITHMS
+from actor_critic.run_directory import CHECKPOINT, FINAL_MODEL, SUMMARY, SWEEP_CONFIG
 
 
 def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
-
-
-def find_run_dirs(paths: list[str]) -> list[str]:
-    """Each path is a run directory (it holds TensorBoard files) or a folder of them, one level
-    down, as the scripts' --runs-dir lays them out. Not deeper: runs/published/ and runs/sac_study/
-    are folders of runs of their own, and `plot.py runs/` must not count them as seeds beside yours."""
-    found = set()
-    for path in paths:
-        if not os.path.isdir(path):
-            fail(f"{path} is not a directory")
-        for events in glob.glob(os.path.join(glob.escape(path), "events.out.tfevents.*")) + glob.glob(
-            os.path.join(glob.escape(path), "*", "events.out.tfevents.*")
-        ):
-            found.add(os.path.dirname(events))
-    return sorted(found)
 
 
 def setting_from_args(algorithm: str, saved_args: dict) -> str:
@@ -118,7 +103,7 @@ def checked(run: dict, run_dir: str) -> dict | None:
 
 def describe(run_dir: str) -> dict | None:
     """algorithm, env, seed and setting of a run, or None for a directory that is not one of ours."""
-    summary_path, marker_path = os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "benchmark.json")
+    summary_path, marker_path = os.path.join(run_dir, SUMMARY), os.path.join(run_dir, SWEEP_CONFIG)
     try:
         summary = json.load(open(summary_path)) if os.path.exists(summary_path) else None
         marker = json.load(open(marker_path)) if os.path.exists(marker_path) else None
@@ -140,11 +125,10 @@ def describe(run_dir: str) -> dict | None:
         run["trained"] = setting_from_flags(marker["algo"], flags) if labelled else None
         return run
     # A run started by hand: its policy file knows how it was made.
-    models = sorted(glob.glob(os.path.join(run_dir, "models", "*.pt")))
     candidates = [
-        os.path.join(run_dir, "final_model.pt"),
-        *models[-1:],
-        os.path.join(run_dir, "checkpoint.pt"),
+        os.path.join(run_dir, FINAL_MODEL),
+        *run_directory.snapshots(run_dir)[-1:],
+        os.path.join(run_dir, CHECKPOINT),
     ]
     existing = [path for path in candidates if os.path.exists(path)]
     if not existing:
@@ -482,7 +466,12 @@ def main(argv: list[str]) -> int:
     options = parser.parse_args(argv)
     out = options.out or os.path.join(options.paths[0], "report")
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for run_dir in find_run_dirs(options.paths):
+    try:
+        # Runs in progress too (TensorBoard files alone): their curves so far, "unfinished" in the table.
+        run_dirs = run_directory.find_runs(options.paths)
+    except NotADirectoryError as error:
+        fail(str(error))
+    for run_dir in run_dirs:
         if os.path.abspath(run_dir).startswith(os.path.abspath(out) + os.sep):
             continue
         run = describe(run_dir)
@@ -491,7 +480,8 @@ def main(argv: list[str]) -> int:
             groups[(run["algo"], run["env_id"], run["setting"])].append(run)
     if not groups:
         fail(
-            f"no runs (directories with TensorBoard events) in {', '.join(options.paths)} or one level"
+            f"no runs (directories with TensorBoard events, {CHECKPOINT}, {FINAL_MODEL} or {SUMMARY}) in "
+            f"{', '.join(options.paths)} or one level"
             " below (a folder of runs inside, such as runs/published, is plotted on its own)"
         )
 

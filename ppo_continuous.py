@@ -155,8 +155,8 @@ def check_args(args: Args) -> None:
         + ("env_workers",),
         unit_interval=("gamma", "gae_lambda"),
     )
-    if not math.isfinite(args.log_std_init):
-        fail(f"--log-std-init must be a finite number, got {args.log_std_init}")
+    if not -87.0 <= args.log_std_init <= 88.0:  # exp() of it must be a float32 number, not 0 or inf
+        fail(f"--log-std-init must be in [-87, 88], got {args.log_std_init}")
     batch = args.num_envs * args.num_steps
     if not args.minibatch_size and args.num_minibatches > batch:
         fail(f"--num-minibatches {args.num_minibatches} is larger than a rollout of {batch} steps")
@@ -174,6 +174,7 @@ def check_args(args: Args) -> None:
         fail("--async-envs and --env-workers are two ways to step the envs: give one")
     if not args.save_model:
         fail("--no-save-model: this script always saves its models (final_model.pt, models/)")
+    training.check_run_flags(args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,8 +376,38 @@ def load_policy(
     """A trained PPO policy from final_model.pt, models/step_*.pt or checkpoint.pt, as a function
     from an observation (or a batch) to the action to take, its normalization included. Never runs
     code from the file."""
-    checkpoint = checkpoints.load_policy_file(path, ALGORITHM, ("agent", "obs_rms"))
-    return policy_from_checkpoint(checkpoint, path, device, stochastic)
+    return policy_from_checkpoint(checkpoints.load_policy_file(path, ALGORITHM), path, device, stochastic)
+
+
+class Learner:
+    """What PPO learns with: the agent, its optimizer, and the running statistics that normalize
+    observations, rewards and values. state_dict() is what a checkpoint saves of them."""
+
+    def __init__(self, args: Args, obs_dim: int, act_dim: int, device: torch.device):
+        hidden = args.hidden_sizes or args.hidden_size
+        self.agent = Agent(obs_dim, act_dim, hidden, args.log_std_init, args.activation).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True
+        )
+        self.obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
+        self.return_rms = RunningMeanStd() if args.norm_reward else None
+        self.value_rms = RunningMeanStd() if args.norm_value else None
+
+    def state_dict(self) -> dict:
+        return {
+            "agent": self.agent.state_dict(),
+            "obs_rms": self.obs_rms.state_dict() if self.obs_rms is not None else None,  # the policy's
+            "optimizer": self.optimizer.state_dict(),
+            "return_rms": self.return_rms.state_dict() if self.return_rms is not None else None,
+            **({"value_rms": self.value_rms.state_dict()} if self.value_rms is not None else {}),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for name in ("obs_rms", "return_rms", "value_rms"):
+            if getattr(self, name) is not None:
+                getattr(self, name).load_state_dict(state[name])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,35 +564,24 @@ class LoopState:
             self.raw_obs, _ = envs.reset(seed=args.seed + global_step)
 
 
-def save_checkpoint(run, args, envs, state, agent, optimizer, normalizers, final, device) -> None:
-    obs_rms, return_rms, value_rms = normalizers
-    if not all(bool(torch.isfinite(p).all()) for p in agent.parameters()):  # the last good one stays
+def save_checkpoint(run, args: Args, envs, state: LoopState, learner: Learner, final: bool, device) -> None:
+    """The policy file(s) and checkpoint.pt: the learner, the RNGs and the loop state."""
+    if not all(bool(torch.isfinite(p).all()) for p in learner.agent.parameters()):  # the last good one stays
         run.stop_non_finite(f"weights by step {state.global_step}")
-    rms = {"obs_rms": obs_rms.state_dict() if obs_rms is not None else None}
-    model = checkpoints.policy_record(args, ALGORITHM, envs, state.global_step, agent=agent.state_dict(), **rms)
-    training = {
-        "optimizer": optimizer.state_dict(),
-        "return_rms": return_rms.state_dict() if return_rms is not None else None,
-        **({"value_rms": value_rms.state_dict()} if value_rms is not None else {}),
-        **checkpoints.rng_states(device),
-        "rollout": state.state_dict(envs),
-    }
+    learned = learner.state_dict()
+    policy = {"agent": learned["agent"], "obs_rms": learned["obs_rms"]}
+    model = checkpoints.policy_record(args, ALGORITHM, envs, state.global_step, **policy)
+    training = {**learned, **checkpoints.rng_states(device), "loop_state": state.state_dict(envs)}
     run.save(model, training, final, device)
 
 
-def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normalizers, device) -> None:
-    obs_rms, return_rms, value_rms = normalizers
+def restore_checkpoint(
+    checkpoint: dict, args: Args, envs, state: LoopState, learner: Learner, device
+) -> None:
     try:
-        agent.load_state_dict(checkpoint["agent"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if obs_rms is not None:
-            obs_rms.load_state_dict(checkpoint["obs_rms"])
-        if return_rms is not None:
-            return_rms.load_state_dict(checkpoint["return_rms"])
-        if value_rms is not None:
-            value_rms.load_state_dict(checkpoint["value_rms"])
+        learner.load_state_dict(checkpoint)
         checkpoints.set_rng_states(checkpoint, device)
-        state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
+        state.load_state_dict(checkpoint["loop_state"], checkpoint["global_step"], envs, args)
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
         fail(f"{args.resume} is damaged: it does not restore ({cli.first_line(error)[:160]})")
     print(f"resuming {args.run_name} at step {state.global_step}")
@@ -572,15 +592,15 @@ def restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normaliz
 # ---------------------------------------------------------------------------------------------
 
 
-def train(args: Args, given_flags: set[str] | None = None) -> dict:
-    """Train, or with `args.resume` continue a run; `given_flags` (cli.given_flags) are the
-    flags the command line set, which a resume takes even at their defaults."""
+def train(args: Args) -> dict:
+    """Train, or with `args.resume` continue a run with these settings (the command line lays the
+    saved ones under what it gives; from Python, cli.resume_args does)."""
     # Subnormal floats are ~30x slower on x86; flushing them must precede torch's worker threads.
     torch.set_flush_denormal(True)
     checkpoint = None
     if args.resume:
         checkpoint = checkpoints.load_checkpoint(args.resume)
-        args = cli.args_for_resume(args, checkpoint, args.resume, ALGORITHM, given_flags)
+        cli.check_resume(args, checkpoint)
     check_args(args)
     device = training.set_up_torch(args)
     batch_size = args.num_envs * args.num_steps
@@ -595,18 +615,21 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
     act_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
 
-    hidden = args.hidden_sizes or args.hidden_size
-    agent = Agent(obs_dim, act_dim, hidden, args.log_std_init, args.activation).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
-    return_rms = RunningMeanStd() if args.norm_reward else None
-    value_rms = RunningMeanStd() if args.norm_value else None
-    normalizers = (obs_rms, return_rms, value_rms)  # what a checkpoint saves besides the agent
+    hidden = list(args.hidden_sizes) or [args.hidden_size] * 2
+    weights = 2 * sum(a * b for a, b in zip([obs_dim, *hidden], [*hidden, act_dim], strict=True))
+    training.check_memory(4 * 4 * weights, f"networks of --hidden-size(s) {' '.join(map(str, hidden))}")
+    with training.allocating(f"--hidden-size {args.hidden_size} / --hidden-sizes {args.hidden_sizes}"):
+        learner = Learner(args, obs_dim, act_dim, device)
+    agent, optimizer = learner.agent, learner.optimizer
+    obs_rms, return_rms, value_rms = learner.obs_rms, learner.return_rms, learner.value_rms
 
     # Rollout storage, preallocated on the host where the envs live: a numpy write costs far less
     # than a torch op, and the rollout moves to the device once, for the update. `valid` is False
     # on reset steps: they are not transitions.
     shape = (args.num_steps, args.num_envs)
+    step_bytes = 4 * (obs_dim + act_dim + 3) + 3  # a step of one env: float32 and bool arrays
+    rollout = f"a rollout of --num-steps {args.num_steps} x --num-envs {args.num_envs}"
+    training.check_memory(2 * args.num_steps * args.num_envs * step_bytes, rollout)  # its batch: a copy
     obs_buf = np.zeros((*shape, obs_dim), dtype=np.float32)
     actions_buf = np.zeros((*shape, act_dim), dtype=np.float32)
     logprobs_buf, rewards_buf, values_buf = (np.zeros(shape, dtype=np.float32) for _ in range(3))
@@ -618,9 +641,11 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
     episodes, discounted_returns = training.Episodes(args.num_envs), np.zeros(args.num_envs)
     state = LoopState(raw_obs, episodes, discounted_returns, np.random.default_rng(args.seed))
     if checkpoint is not None:
-        restore_checkpoint(checkpoint, args, envs, state, agent, optimizer, normalizers, device)
+        restore_checkpoint(checkpoint, args, envs, state, learner, device)
     eval_env = (
-        environments.make_eval_env(args.env_id, "this PPO", args.capture_video) if args.eval_episodes else None
+        environments.make_eval_env(args.env_id, "this PPO", args.capture_video)
+        if args.eval_episodes
+        else None
     )
     run.open_logs(state.global_step)
     progress = training.Progress(run.dir, num_iterations * batch_size, state.global_step)
@@ -699,7 +724,7 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
             or finished
             or run.stop_signal
         ):
-            save_checkpoint(run, args, envs, state, agent, optimizer, normalizers, finished, device)
+            save_checkpoint(run, args, envs, state, learner, finished, device)
         last_mean = last_eval[0] if last_eval else None
         progress.update(state.global_step, state.episodes, last_mean, finished or bool(run.stop_signal))
         if not finished:
@@ -709,7 +734,7 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
         policy = policy_function(agent, obs_rms, low, high, device)
         last_eval = run.evaluate(policy, eval_env, state.global_step, log=False)
     if run.needs_final_save(state.global_step):
-        save_checkpoint(run, args, envs, state, agent, optimizer, normalizers, True, device)
+        save_checkpoint(run, args, envs, state, learner, True, device)
     steady_sps = None
     if warm_up is not None and state.global_step > warm_up[1]:
         steady_sps = round((state.global_step - warm_up[1]) / (time.time() - warm_up[0]), 2)
@@ -723,4 +748,4 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    train(cli.command_line(Args), cli.given_flags(Args))
+    train(cli.command_line(Args))

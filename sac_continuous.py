@@ -137,6 +137,7 @@ def check_args(args: Args) -> None:
         fail(f"--num-envs {args.num_envs} is larger than --buffer-size {args.buffer_size}")
     if not args.save_model:
         fail("--no-save-model: this script always saves its models (final_model.pt, models/)")
+    training.check_run_flags(args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,9 +261,46 @@ def load_policy(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A trained SAC policy from final_model.pt, models/step_*.pt or checkpoint.pt, as a function
     from an observation (or a batch) to the action to take. Never runs code from the file."""
-    return policy_from_checkpoint(
-        checkpoints.load_policy_file(path, ALGORITHM, ("actor",)), path, device, stochastic
-    )
+    return policy_from_checkpoint(checkpoints.load_policy_file(path, ALGORITHM), path, device, stochastic)
+
+
+class Learner:
+    """What SAC learns with: the actor, the twin critic and its target copy, their optimizers, and
+    the entropy coefficient. state_dict() is what a checkpoint saves of them."""
+
+    def __init__(self, args: Args, obs_dim: int, act_dim: int, low, high, device: torch.device):
+        self.actor = Actor(obs_dim, act_dim, args.hidden_size, low, high).to(device)
+        self.qf = TwinCritic(obs_dim, act_dim, args.hidden_size, layer_norm=args.critic_layer_norm).to(device)
+        self.qf_target = copy.deepcopy(self.qf).requires_grad_(False)
+        # Fused Adam: one kernel per optimizer step instead of one per parameter tensor.
+        self.q_optimizer = torch.optim.Adam(self.qf.parameters(), lr=args.q_lr, fused=True)
+        self.target_entropy = -float(act_dim)
+        self.log_alpha = torch.tensor(
+            math.log(args.alpha) if args.alpha > 0 else -math.inf, device=device, requires_grad=args.autotune
+        )
+        # The entropy coefficient rides in the actor's optimizer as a group of its own (lr: --q-lr,
+        # as in CleanRL): one backward and one step serve both losses, which share no parameters.
+        actor_groups = [{"params": list(self.actor.parameters())}]
+        if args.autotune:
+            actor_groups.append({"params": [self.log_alpha], "lr": args.q_lr})
+        self.actor_optimizer = torch.optim.Adam(actor_groups, lr=args.policy_lr, fused=True)
+
+    MODULES = ("actor", "qf", "qf_target", "q_optimizer", "actor_optimizer")
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in self.MODULES} | {
+            "log_alpha": self.log_alpha.detach().cpu()
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.MODULES:
+            getattr(self, name).load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+
+    def parameters(self) -> list[torch.Tensor]:
+        """What must stay finite: the actor's and the critics' weights."""
+        return [*self.actor.parameters(), *self.qf.parameters()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,32 +344,32 @@ class ReplayBuffer:
 # ---------------------------------------------------------------------------------------------
 
 
-def update_critic(args: Args, actor, qf, qf_target, q_optimizer, batch, alpha):
+def update_critic(args: Args, learner: Learner, batch, alpha):
     obs, next_obs, actions, rewards, terminations = batch
     with torch.no_grad():
-        next_actions, next_log_prob = actor(next_obs)
-        next_q = qf_target(next_obs, next_actions).min(dim=0).values - alpha * next_log_prob
+        next_actions, next_log_prob = learner.actor(next_obs)
+        next_q = learner.qf_target(next_obs, next_actions).min(dim=0).values - alpha * next_log_prob
         # Only termination stops bootstrapping; a time-limit truncation is stored as not terminated.
         td_target = rewards.flatten() + args.gamma * (1 - terminations.flatten()) * next_q
-    q_values = qf(obs, actions)
+    q_values = learner.qf(obs, actions)
     member_losses = (q_values - td_target).pow(2).mean(dim=1)
     qf_loss = member_losses.sum()
-    q_optimizer.zero_grad(set_to_none=True)
+    learner.q_optimizer.zero_grad(set_to_none=True)
     qf_loss.backward()
-    q_optimizer.step()
+    learner.q_optimizer.step()
     return q_values.detach(), member_losses.detach(), qf_loss.detach()
 
 
-def update_actor(args: Args, actor, qf, actor_optimizer, obs, alpha, log_alpha, target_entropy):
-    actions, log_prob = actor(obs)
-    q_pi = qf(obs, actions, detach_params=True).min(dim=0).values
+def update_actor(args: Args, learner: Learner, obs, alpha):
+    actions, log_prob = learner.actor(obs)
+    q_pi = learner.qf(obs, actions, detach_params=True).min(dim=0).values
     actor_loss = (alpha * log_prob - q_pi).mean()  # alpha is detached: no gradient to it here
     alpha_loss = torch.zeros((), device=obs.device)
     if args.autotune:
-        alpha_loss = (-log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()
-    actor_optimizer.zero_grad(set_to_none=True)
+        alpha_loss = (-learner.log_alpha.exp() * (log_prob.detach() + learner.target_entropy)).mean()
+    learner.actor_optimizer.zero_grad(set_to_none=True)
     (actor_loss + alpha_loss).backward()
-    actor_optimizer.step()
+    learner.actor_optimizer.step()
     return actor_loss.detach(), alpha_loss.detach()
 
 
@@ -362,6 +400,7 @@ class LoopState:
 
     obs: np.ndarray
     episodes: training.Episodes
+    finite_log: torch.Tensor  # whether each of the last updates was finite, a ring (not saved)
     global_step: int = 0
     update_count: int = 0  # gradient updates so far; the policy delay counts them
     learning_starts_at: int = 0  # no update before this step (later after a resume without buffer)
@@ -390,30 +429,30 @@ class LoopState:
             self.obs, _ = envs.reset(seed=args.seed + global_step)
 
 
-def save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finite_log, final: bool, device) -> None:
-    """The policy file(s) and checkpoint.pt, if all is finite (else the last good one stays);
-    `learner` maps checkpoint keys to the networks and optimizers (all have state_dict)."""
-    parameters = [*learner["actor"].parameters(), *learner["qf"].parameters()]
-    check_finite(run, finite_log, state, args.num_envs, parameters)
+def save_checkpoint(
+    run, args: Args, envs, state: LoopState, learner: Learner, rb, final: bool, device
+) -> None:
+    """The policy file(s) and checkpoint.pt: the learner, the RNGs, the loop state (and the buffer)."""
     model = checkpoints.policy_record(
-        args, ALGORITHM, envs, state.global_step, actor=learner["actor"].state_dict()
+        args, ALGORITHM, envs, state.global_step, actor=learner.actor.state_dict()
     )
-    training = {name: module.state_dict() for name, module in learner.items() if name != "actor"}
-    training |= {"log_alpha": log_alpha.detach().cpu(), **checkpoints.rng_states(device)}
-    training["rollout"] = state.state_dict(envs)
+    training = {
+        **learner.state_dict(),
+        **checkpoints.rng_states(device),
+        "loop_state": state.state_dict(envs),
+    }
     if args.save_buffer:
         training["buffer"] = rb.state_dict()
     run.save(model, training, final, device)
 
 
-def restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb, device) -> None:
+def restore_checkpoint(
+    checkpoint: dict, args: Args, envs, state: LoopState, learner: Learner, rb, device
+) -> None:
     try:
-        for name, module in learner.items():
-            module.load_state_dict(checkpoint[name])
-        with torch.no_grad():
-            log_alpha.copy_(checkpoint["log_alpha"])
+        learner.load_state_dict(checkpoint)
         checkpoints.set_rng_states(checkpoint, device)
-        state.load_state_dict(checkpoint["rollout"], checkpoint["global_step"], envs, args)
+        state.load_state_dict(checkpoint["loop_state"], checkpoint["global_step"], envs, args)
         if "buffer" in checkpoint:
             rb.load_state_dict(checkpoint["buffer"])
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
@@ -430,12 +469,12 @@ def restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb, de
     print(f"resuming {args.run_name} at step {state.global_step}")
 
 
-def check_finite(run, finite_log: torch.Tensor, state: LoopState, num_envs: int, parameters) -> None:
-    """Stop before a non-finite loss reaches a checkpoint; the last good one stays. `finite_log`
-    holds one flag per update, a ring: the first bad one in it dates the failure."""
-    if bool(finite_log.all()) and all(bool(torch.isfinite(p).all()) for p in parameters):
+def check_finite(run, state: LoopState, learner: Learner, num_envs: int) -> None:
+    """Stop before a non-finite loss reaches a checkpoint; the last good one stays. The loop's
+    `finite_log` holds one flag per update, a ring: the first bad one in it dates the failure."""
+    if bool(state.finite_log.all()) and all(bool(torch.isfinite(p).all()) for p in learner.parameters()):
         return
-    when, flags, updates = f"by step {state.global_step}", finite_log.tolist(), state.update_count
+    when, flags, updates = f"by step {state.global_step}", state.finite_log.tolist(), state.update_count
     for update in range(max(updates - len(flags), 0), updates):  # oldest first
         if not flags[update % len(flags)]:  # one update per vector step since learning began
             when = f"at step {state.global_step - (updates - 1 - update) * num_envs}"
@@ -448,9 +487,9 @@ def check_finite(run, finite_log: torch.Tensor, state: LoopState, num_envs: int,
 # ---------------------------------------------------------------------------------------------
 
 
-def train(args: Args, given_flags: set[str] | None = None) -> dict:
-    """Train, or with `args.resume` continue a run; `given_flags` (cli.given_flags) are the
-    flags the command line set, which a resume takes even at their defaults."""
+def train(args: Args) -> dict:
+    """Train, or with `args.resume` continue a run with these settings (the command line lays the
+    saved ones under what it gives; from Python, cli.resume_args does)."""
     # Adam moments of dead ReLU units decay into subnormal floats within a thousand updates, and
     # x86 computes on those ~30x slower. Flushing them to zero must come before torch starts its
     # worker threads, which inherit the setting.
@@ -458,7 +497,7 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
     checkpoint = None
     if args.resume:
         checkpoint = checkpoints.load_checkpoint(args.resume)
-        args = cli.args_for_resume(args, checkpoint, args.resume, ALGORITHM, given_flags)
+        cli.check_resume(args, checkpoint)
     check_args(args)
     device = training.set_up_torch(args)
 
@@ -468,37 +507,31 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
     run = training.Run(args, ALGORITHM, checkpoint)
     act_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
-
-    actor = Actor(obs_dim, act_dim, args.hidden_size, act_space.low, act_space.high).to(device)
-    qf = TwinCritic(obs_dim, act_dim, args.hidden_size, layer_norm=args.critic_layer_norm).to(device)
-    qf_target = copy.deepcopy(qf).requires_grad_(False)
-    # Fused Adam: one kernel per optimizer step instead of one per parameter tensor.
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, fused=True)
-    target_entropy = -float(act_dim)
-    log_alpha = torch.tensor(
-        math.log(args.alpha) if args.alpha > 0 else -math.inf, device=device, requires_grad=args.autotune
-    )
-    # The entropy coefficient rides in the actor's optimizer as a group of its own (lr: --q-lr, as
-    # in CleanRL): one backward and one step serve both losses, which share no parameters.
-    actor_groups = [{"params": list(actor.parameters())}]
-    if args.autotune:
-        actor_groups.append({"params": [log_alpha], "lr": args.q_lr})
-    actor_optimizer = torch.optim.Adam(actor_groups, lr=args.policy_lr, fused=True)
-    learner = {"actor": actor, "qf": qf, "qf_target": qf_target}
-    learner |= {"q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}
-    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    # Refused now what this machine cannot hold: the buffer, and the networks (weights, gradients
+    # and two Adam moments each: the actor and the twin critic and its target).
+    row_bytes = 4 * (2 * obs_dim + act_dim + 2)  # a float32 row of the buffer
+    training.check_memory(args.buffer_size * row_bytes, f"--buffer-size {args.buffer_size}")
+    weights = (3 * (obs_dim + act_dim) + 3 * args.hidden_size) * args.hidden_size
+    training.check_memory(4 * 4 * weights, f"networks of --hidden-size {args.hidden_size}")
+    with training.allocating(f"--hidden-size {args.hidden_size} and --buffer-size {args.buffer_size}"):
+        learner = Learner(args, obs_dim, act_dim, act_space.low, act_space.high, device)
+        rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    actor = learner.actor  # acting and evaluation need only the actor
 
     envs.action_space.seed(args.seed)
     obs, _ = envs.reset(seed=args.seed)
-    state = LoopState(obs, training.Episodes(args.num_envs), learning_starts_at=args.learning_starts)
+    finite_log = torch.ones(100, dtype=torch.bool, device=device)
+    state = LoopState(
+        obs, training.Episodes(args.num_envs), finite_log, learning_starts_at=args.learning_starts
+    )
     if checkpoint is not None:
-        restore_checkpoint(checkpoint, args, envs, state, learner, log_alpha, rb, device)
-    eval_env = environments.make_eval_env(args.env_id, "SAC", args.capture_video) if args.eval_episodes else None
+        restore_checkpoint(checkpoint, args, envs, state, learner, rb, device)
+    eval_env = (
+        environments.make_eval_env(args.env_id, "SAC", args.capture_video) if args.eval_episodes else None
+    )
     run.open_logs(state.global_step)
     progress = training.Progress(run.dir, args.total_timesteps, state.global_step)
-    qf_params, qf_target_params = list(qf.parameters()), list(qf_target.parameters())
-    parameters = [*actor.parameters(), *qf_params]  # what must stay finite
-    finite_log = torch.ones(100, dtype=torch.bool, device=device)  # one flag per update, a ring
+    qf_params, qf_target_params = list(learner.qf.parameters()), list(learner.qf_target.parameters())
     losses, last_eval, update_start = {}, None, None  # update_start: (time, step) of the first update
     obs_t = torch.as_tensor(state.obs, dtype=torch.float32, device=device)
 
@@ -510,7 +543,7 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
             with torch.no_grad():
                 actions = actor(obs_t, with_log_prob=False)[0].cpu().numpy()
             if not np.isfinite(actions).all():  # already on the host: a free check each step
-                check_finite(run, finite_log, state, args.num_envs, parameters)
+                check_finite(run, state, learner, args.num_envs)
         next_obs, rewards, terminations, truncations, _ = envs.step(actions)
         next_obs_t = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
 
@@ -532,18 +565,14 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
         # ----- learn: one critic update per vector step, the actor's delayed -----
         if state.global_step > state.learning_starts_at:
             update_start = update_start or (time.time(), state.global_step - args.num_envs)
-            alpha = log_alpha.exp().detach()
+            alpha = learner.log_alpha.exp().detach()
             batch = rb.sample(args.batch_size)
-            q_values, member_losses, qf_loss = update_critic(
-                args, actor, qf, qf_target, q_optimizer, batch, alpha
-            )
+            q_values, member_losses, qf_loss = update_critic(args, learner, batch, alpha)
             losses |= {"q_values": q_values, "member_losses": member_losses, "qf_loss": qf_loss}
             finite = torch.isfinite(qf_loss)
             if state.update_count % args.policy_frequency == 0:
                 for _ in range(args.policy_frequency):  # compensate for the delay, as in TD3/CleanRL
-                    actor_loss, alpha_loss = update_actor(
-                        args, actor, qf, actor_optimizer, batch[0], alpha, log_alpha, target_entropy
-                    )
+                    actor_loss, alpha_loss = update_actor(args, learner, batch[0], alpha)
                     losses |= {"actor_loss": actor_loss, "alpha_loss": alpha_loss}
                     finite = finite & torch.isfinite(actor_loss)
             if state.update_count % args.target_network_frequency == 0:
@@ -551,7 +580,7 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
             finite_log[state.update_count % len(finite_log)] = finite
             state.update_count += 1
             if state.update_count % len(finite_log) == 0:
-                check_finite(run, finite_log, state, args.num_envs, parameters)
+                check_finite(run, state, learner, args.num_envs)
             if state.update_count % args.log_every == 0:
                 sps = int((state.global_step - run.start_step) / (time.time() - run.start_time))
                 log_losses(run.writer, args, losses, alpha, state.global_step, sps)
@@ -560,14 +589,15 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
         finished = state.global_step >= args.total_timesteps
         evaluate_now = training.crossed(state.global_step, args.num_envs, args.eval_every) or finished
         if eval_env is not None and evaluate_now:
-            check_finite(run, finite_log, state, args.num_envs, parameters)
+            check_finite(run, state, learner, args.num_envs)
             last_eval = run.evaluate(policy_function(actor, device), eval_env, state.global_step)
         if (
             training.crossed(state.global_step, args.num_envs, args.checkpoint_every)
             or finished
             or run.stop_signal
         ):
-            save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finite_log, finished, device)
+            check_finite(run, state, learner, args.num_envs)  # the last good checkpoint stays
+            save_checkpoint(run, args, envs, state, learner, rb, finished, device)
         last_mean = last_eval[0] if last_eval else None
         progress.update(state.global_step, state.episodes, last_mean, finished or bool(run.stop_signal))
         if not finished:
@@ -576,7 +606,8 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
     if last_eval is None and eval_env is not None:  # resumed a finished run: evaluate it again
         last_eval = run.evaluate(policy_function(actor, device), eval_env, state.global_step, log=False)
     if run.needs_final_save(state.global_step):
-        save_checkpoint(run, args, envs, state, learner, log_alpha, rb, finite_log, True, device)
+        check_finite(run, state, learner, args.num_envs)
+        save_checkpoint(run, args, envs, state, learner, rb, True, device)
     update_sps = None
     if update_start is not None:
         update_sps = round((state.global_step - update_start[1]) / (time.time() - update_start[0]), 2)
@@ -588,4 +619,4 @@ def train(args: Args, given_flags: set[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    train(cli.command_line(Args), cli.given_flags(Args))
+    train(cli.command_line(Args))

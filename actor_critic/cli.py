@@ -85,10 +85,24 @@ def check_numbers(
             fail(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
 
 
+def command_line(args_class: type, argv: list[str] | None = None) -> Any:
+    """The script's Args from the command line (this process's, by default), through tyro. With
+    --resume, the run's saved settings lie under the command line (tyro's `default=`): a flag not
+    given keeps its saved value, a flag given wins, even at its default (train() then refuses one
+    that may not change). A bad flag ends in one line."""
+    args = parse(args_class, argv)
+    if getattr(args, "resume", None):  # enjoy.py's Args have none
+        from actor_critic.checkpoints import load_checkpoint
 
-def command_line(args_class: type, args: list[str] | None = None) -> Any:
-    """The scripts' flags through tyro, whose errors are boxes of many lines: a bad flag ends
-    with one line instead, the box's first part (--help is printed as tyro prints it)."""
+        checkpoint = load_checkpoint(args.resume, mmap=True)  # the settings only: no buffer read
+        check_resumable(checkpoint, args.resume, args_class)
+        args = parse(args_class, argv, default=saved_args(args_class, checkpoint, args.resume))
+    return args
+
+
+def parse(args_class: type, argv: list[str] | None, default: Any = None) -> Any:
+    """tyro.cli, whose errors are boxes of many lines: a bad flag ends with one line instead, the
+    box's first part (--help is printed as tyro prints it)."""
     import contextlib
     import io
 
@@ -97,7 +111,7 @@ def command_line(args_class: type, args: list[str] | None = None) -> Any:
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            parsed = tyro.cli(args_class, args=args)
+            parsed = tyro.cli(args_class, args=argv, **({"default": default} if default is not None else {}))
     except SystemExit as error:
         if error.code:
             fail(tyro_error_line(captured.getvalue()))
@@ -123,30 +137,9 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-
-def given_flags(args_class: type, argv: list[str] | None = None) -> set[str]:
-    """The fields a command line (this process's, by default) sets, by name (`--total-timesteps 5`,
-    `--total_timesteps=5`, `--no-save-buffer`). On a resume these win over the checkpoint, even at
-    their defaults."""
-    names = {field.name.replace("_", "-"): field.name for field in dataclasses.fields(args_class)}
-    given = set()
-    for token in sys.argv[1:] if argv is None else argv:
-        if not token.startswith("--"):
-            continue
-        name = token[2:].split("=", 1)[0].replace("_", "-")
-        if name not in names and name.startswith("no-"):
-            name = name[3:]
-        if name in names:
-            given.add(names[name])
-    return given
-
-
-def args_for_resume(
-    cli_args: Any, checkpoint: dict, path: str, algorithm: str, given: set[str] | None = None
-) -> Any:
-    """The run continues with its saved settings; a flag that contradicts them is an error.
-    `given`: the fields the command line set (given_flags); without it (Args built in Python), a
-    field counts as given where it differs from its default."""
+def check_resumable(checkpoint: dict, path: str, args_class: type) -> None:
+    """A training checkpoint of the algorithm whose script defines `args_class`."""
+    algorithm = sys.modules[args_class.__module__].ALGORITHM
     if checkpoint["algorithm"] != algorithm:
         fail(
             f"{path} is a {checkpoint['algorithm']} checkpoint; "
@@ -154,21 +147,35 @@ def args_for_resume(
         )
     if checkpoint["kind"] != "training":
         fail(f"{path} holds a policy only; resume needs the run's {CHECKPOINT}")
-    args_class = type(cli_args)
-    # A flag since removed (its value is already in the other saved fields) is left behind.
+
+
+def saved_args(args_class: type, checkpoint: dict, path: str, **changes: Any) -> Any:
+    """The settings a checkpoint's run was trained with, as Args, with `changes` laid over them.
+    A flag since removed is left behind (its value is in the other saved fields); one added since
+    takes its default."""
     known = {field.name for field in dataclasses.fields(args_class)}
     saved = {name: value for name, value in checkpoint["args"].items() if name in known}
+    return args_class(**{**saved, **changes, "resume": path})
+
+
+def resume_args(args_class: type, path: str, **changes: Any) -> Any:
+    """From Python, what `--resume PATH --flag value ...` gives on the command line:
+    `train(cli.resume_args(Args, path, total_timesteps=2_000_000))`."""
+    from actor_critic.checkpoints import load_checkpoint
+
+    checkpoint = load_checkpoint(path, mmap=True)
+    check_resumable(checkpoint, path, args_class)
+    return saved_args(args_class, checkpoint, path, **changes)
+
+
+def check_resume(args: Any, checkpoint: dict) -> None:
+    """A resume continues the run with its own settings: any flag that may not change (every
+    hyperparameter, and the axes but SAC's length) must have its saved value."""
+    args_class, path = type(args), args.resume
+    check_resumable(checkpoint, path, args_class)
     defaults, may_change = args_class(), resumable_flags(args_class)
-
-    def was_given(name: str) -> bool:
-        return name in given if given is not None else getattr(cli_args, name) != getattr(defaults, name)
-
     for field in dataclasses.fields(args_class):
-        value, name = getattr(cli_args, field.name), field.name
-        if name in may_change or not was_given(name) or value == saved.get(name):
-            continue
-        fail(f"{path} was trained with {flag(name)} {saved.get(name)}, not {value}")
-    # The flags a resume may change keep their saved values unless given now.
-    changed = {name: getattr(cli_args, name) for name in may_change if was_given(name)}
-    return args_class(**{**saved, **changed, "resume": cli_args.resume})
-
+        name = field.name
+        saved = checkpoint["args"].get(name, getattr(defaults, name))  # added since: its default
+        if name not in may_change and getattr(args, name) != saved:
+            fail(f"{path} was trained with {flag(name)} {saved}, not {getattr(args, name)}")

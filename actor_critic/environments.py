@@ -289,4 +289,3 @@ def set_env_states(
         set_env_state(env, state)
     envs._autoreset_envs = prev_done.copy()  # the vector env's own copy of the reset-step flags
     return True
-

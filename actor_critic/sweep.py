@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import fcntl
 import itertools
 import json
 import os
@@ -33,17 +32,25 @@ from types import ModuleType
 from actor_critic import cli, run_directory
 from actor_critic.algorithms import ALGORITHMS, REPO_ROOT
 from actor_critic.cli import fail
-from actor_critic.run_directory import CHECKPOINT
+from actor_critic.run_directory import (
+    CHECKPOINT,
+    PROGRESS,
+    RUN_LOCK,
+    SUMMARY,
+    SWEEP_CONFIG,
+    SWEEP_LOCK,
+    SWEEP_LOG,
+    FileLock,
+    check_name,
+    is_locked,
+)
 
 REPO = REPO_ROOT
 
 DEFAULT_ENVS = "HalfCheetah-v4 Walker2d-v4 Humanoid-v4 InvertedDoublePendulum-v4"
 # What the sweep passes itself besides a run's axes (env, seed, steps, names): where the run goes.
 SWEEP_FLAGS = {"runs_dir", "resume", "threads"}
-MARKER = "benchmark.json"
 SKIPPED = "skipped (finished)"
-LOG = "benchmark.log"
-LOCK = "benchmark.lock"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,7 +59,10 @@ LOCK = "benchmark.lock"
 
 
 @dataclass
-class Run:
+class PlannedRun:
+    """A run as the sweep plans it: what defines it, its name and directory, and the command that
+    starts or resumes it. (The training script's side of a run is actor_critic.training.Run.)"""
+
     algo: str
     env_id: str
     seed: int
@@ -81,7 +91,7 @@ class Run:
         }
 
     def status(self) -> str:
-        if os.path.exists(os.path.join(self.run_dir, run_directory.SUMMARY)):
+        if os.path.exists(os.path.join(self.run_dir, SUMMARY)):
             return "finished"
         if os.path.exists(os.path.join(self.run_dir, CHECKPOINT)):
             return "interrupted"
@@ -154,7 +164,7 @@ def flag_for(module: ModuleType, algo: str, key: str, value: str) -> list[str]:
     return [f"--{key}", *items]
 
 
-def plan(options: argparse.Namespace) -> list[Run]:
+def plan(options: argparse.Namespace) -> list[PlannedRun]:
     """Every run of the sweep, each checked (flags, values, env ids, directories) before any starts."""
     algos = options.algos.split()
     for algo in algos:
@@ -180,6 +190,9 @@ def plan(options: argparse.Namespace) -> list[Run]:
         if env_id not in gym.registry:
             close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
             fail(f"unknown env id '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    if options.label:
+        check_name("--label", options.label)  # it is part of every run's directory name
+    # One word besides: plot.py reads a setting's ',' and '=' as its grid values.
     if options.label and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.+-]*", options.label):
         fail(f"--label '{options.label}' must be one word of letters, digits and _.+- (it names runs)")
     if options.label == "default" or (options.label and not options.set):
@@ -202,7 +215,11 @@ def plan(options: argparse.Namespace) -> list[Run]:
             flags = [flag for key, value in chosen for flag in flag_for(module, algo, key, value)]
             setting = ",".join([*label, *(f"{key}={value}" for key, value in chosen)]) or "default"
             for (env_id, steps), seed in itertools.product(env_steps, seeds):
-                runs.append(Run(algo, env_id, seed, steps, setting, flags + fixed_flags, options.runs_dir))
+                run = PlannedRun(algo, env_id, seed, steps, setting, flags + fixed_flags, options.runs_dir)
+                # A namespaced env id (phys2d/CartPole-v1) or a grid value with a '/' would put the
+                # run outside --runs-dir, or in a folder of runs of its own.
+                check_name("the run name", run.name)
+                runs.append(run)
         # Values of the right type can still be nonsense together (a batch larger than the buffer).
         for run in runs:
             if run.algo == algo:
@@ -218,8 +235,8 @@ def plan(options: argparse.Namespace) -> list[Run]:
     for run in runs:
         # The lock alone is ours: a sweep takes it before writing the marker, and another sweep may
         # hold it (or a kill come) in between.
-        if os.path.isdir(run.run_dir) and set(os.listdir(run.run_dir)) - {LOCK}:
-            marker = os.path.join(run.run_dir, MARKER)
+        if os.path.isdir(run.run_dir) and set(os.listdir(run.run_dir)) - {SWEEP_LOCK}:
+            marker = os.path.join(run.run_dir, SWEEP_CONFIG)
             if not os.path.exists(marker):
                 fail(
                     f"{run.run_dir} exists but benchmark.sh did not make it; "
@@ -242,23 +259,23 @@ def plan(options: argparse.Namespace) -> list[Run]:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_marker(run: Run) -> dict:
+def read_marker(run: PlannedRun) -> dict:
     """The configuration that made the run's directory (benchmark.json); OSError or ValueError if
     it cannot be read."""
-    with open(os.path.join(run.run_dir, MARKER)) as f:
+    with open(os.path.join(run.run_dir, SWEEP_CONFIG)) as f:
         return json.load(f)
 
 
-def prepare(run: Run) -> None:
+def prepare(run: PlannedRun) -> None:
     """Mark the directory as this configuration's; clear what a start killed before its first
     checkpoint left behind, so that its TensorBoard curve does not hold two first attempts."""
     os.makedirs(run.run_dir, exist_ok=True)
     if run.status() == "new":
         for entry in os.listdir(run.run_dir):
-            if entry not in (MARKER, LOG, LOCK):
+            if entry not in (SWEEP_CONFIG, SWEEP_LOG, SWEEP_LOCK):
                 path = os.path.join(run.run_dir, entry)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    run_directory.write_json_atomically(run.config(), os.path.join(run.run_dir, MARKER), indent=2)
+    run_directory.write_json_atomically(run.config(), os.path.join(run.run_dir, SWEEP_CONFIG), indent=2)
 
 
 RUNNING: set[subprocess.Popen] = set()  # the training processes of this sweep, for stop()
@@ -268,7 +285,9 @@ def thread_limited_env(threads: int) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
-def run_one(run: Run, threads: int, watch: Watch | None = None, pass_fds: tuple = ()) -> tuple[int, str]:
+def run_one(
+    run: PlannedRun, threads: int, watch: Watch | None = None, pass_fds: tuple = ()
+) -> tuple[int, str]:
     """Run (or resume) one run to its end under the run's lock. `watch`, if given, is called with
     the training process every few seconds while it runs (the tuner reads evaluations and may
     stop it); `pass_fds` are more locks the training process holds as its sweep does."""
@@ -276,42 +295,23 @@ def run_one(run: Run, threads: int, watch: Watch | None = None, pass_fds: tuple 
         return 0, SKIPPED
     os.makedirs(run.run_dir, exist_ok=True)
     # Two sweeps started at once (two terminals, a requeued Slurm task) must not run one run twice.
-    lock = Locked(os.path.join(run.run_dir, LOCK), wait=False)
+    lock = FileLock(os.path.join(run.run_dir, SWEEP_LOCK), wait=False)
     if not lock.held:
         return 1, "not run: another sweep is running it"
     try:
-        return run_locked(run, threads, (lock.file.fileno(), *pass_fds), watch)
+        return run_locked(run, threads, (lock.fileno(), *pass_fds), watch)
     finally:
         lock.release()
-
-
-class Locked:
-    """flock on a file, waiting (blocking) or not; `held` says whether it was had. On a file
-    system without locks (as the training scripts do) it counts as held: go on without one."""
-
-    def __init__(self, path: str, wait: bool):
-        self.file = open(path, "a")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            self.held = True
-        except BlockingIOError:
-            self.held = False
-            self.file.close()
-        except OSError:  # ENOSYS on some cluster mounts
-            self.held = True
-
-    def release(self) -> None:
-        self.file.close()
 
 
 Watch = typing.Callable[[subprocess.Popen], None]
 WATCH_EVERY_S = 2.0
 
 
-def run_locked(run: Run, threads: int, lock_fds: tuple, watch: Watch | None) -> tuple[int, str]:
+def run_locked(run: PlannedRun, threads: int, lock_fds: tuple, watch: Watch | None) -> tuple[int, str]:
     # Again, now under the lock: since this sweep planned, another (a local one beside a Slurm
     # array still queued, with other --set values and so the same run names) may have made it.
-    if os.path.exists(os.path.join(run.run_dir, MARKER)):
+    if os.path.exists(os.path.join(run.run_dir, SWEEP_CONFIG)):
         try:
             made_by = read_marker(run)
         except (OSError, ValueError):
@@ -321,11 +321,11 @@ def run_locked(run: Run, threads: int, lock_fds: tuple, watch: Watch | None) -> 
     status = run.status()  # again: the other sweep may have finished it meanwhile
     if status == "finished":
         return 0, SKIPPED
-    if is_locked(os.path.join(run.run_dir, run_directory.RUN_LOCK)):
+    if is_locked(os.path.join(run.run_dir, RUN_LOCK)):
         return 1, "not run: a process started outside this sweep is training it"
     prepare(run)
     command = run.command(threads)
-    with open(os.path.join(run.run_dir, LOG), "a") as log:
+    with open(os.path.join(run.run_dir, SWEEP_LOG), "a") as log:
         log.write(f"\n# started {time.time():.3f} ({time.ctime()})\n$ {shlex.join(command)}\n")
         log.flush()
         # The training process holds the lock too: should this sweep die, no other starts the run
@@ -370,13 +370,13 @@ def stop_runs_on(signals: tuple[signal.Signals, ...]) -> threading.Event:
     return stopping
 
 
-def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
+def run_locally(runs: list[PlannedRun], workers: int, threads: int) -> bool:
     """Each run is its own process with `threads` torch threads; a failed run does not stop the others."""
     stopping = stop_runs_on((signal.SIGTERM, signal.SIGINT))
     results: dict[str, tuple[int, str]] = {}
     lock = threading.Lock()
 
-    def work(run: Run) -> None:
+    def work(run: PlannedRun) -> None:
         if stopping.is_set():
             results[run.name] = (1, "not started (sweep stopped)")
             return
@@ -387,13 +387,13 @@ def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
             results[run.name] = code, outcome
             print(f"[{len(results)}/{len(runs)}] {run.name}: {outcome}{took}", flush=True)
 
-    print(f"{len(runs)} runs, {workers} workers; each run logs to <run dir>/{LOG}", flush=True)
+    print(f"{len(runs)} runs, {workers} workers; each run logs to <run dir>/{SWEEP_LOG}", flush=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(work, runs))
     failed = [name for name, (code, _) in results.items() if code != 0]
     print(f"\n{len(runs) - len(failed)} of {len(runs)} runs finished or already done", flush=True)
     for name in failed:
-        print(f"  failed: {name}: {results[name][1]}; see {os.path.join(runs[0].runs_dir, name, LOG)}")
+        print(f"  failed: {name}: {results[name][1]}; see {os.path.join(runs[0].runs_dir, name, SWEEP_LOG)}")
     if stopping.is_set():
         print("stopped: run the same command again to resume")
     return not failed and not stopping.is_set()
@@ -404,27 +404,13 @@ def run_locally(runs: list[Run], workers: int, threads: int) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def is_running(run: Run) -> bool:
+def is_running(run: PlannedRun) -> bool:
     """Whether this run is running now: a sweep (or the training process it started) holds the
     sweep's lock (see run_one), or a training process started by hand holds the run's own."""
-    return any(is_locked(os.path.join(run.run_dir, name)) for name in (LOCK, run_directory.RUN_LOCK))
+    return any(is_locked(os.path.join(run.run_dir, name)) for name in (SWEEP_LOCK, RUN_LOCK))
 
 
-def is_locked(path: str) -> bool:
-    if not os.path.exists(path):
-        return False
-    with open(path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:  # a file system without locks: nothing can be seen holding one
-            return False
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        return False
-
-
-def checkpoint_step(run: Run) -> int | None:
+def checkpoint_step(run: PlannedRun) -> int | None:
     """The step an interrupted run resumes from: its checkpoint's, which lags the last step logged
     by up to --checkpoint-every steps when the run was killed hard (SIGKILL, a session ending)."""
     import torch
@@ -437,11 +423,11 @@ def checkpoint_step(run: Run) -> int | None:
         return None
 
 
-def progress_details(run: Run, state: str) -> list[str]:
+def progress_details(run: PlannedRun, state: str) -> list[str]:
     """A status line's details from the run's own files: its final evaluation, or how far it got."""
     details = []
     if state == "finished":
-        final = json.load(open(os.path.join(run.run_dir, run_directory.SUMMARY))).get("final_eval_mean")
+        final = json.load(open(os.path.join(run.run_dir, SUMMARY))).get("final_eval_mean")
         details.append(f"final eval {final:.1f}" if final is not None else "no final evaluation")
     elif progress := run_directory.read_progress(run.run_dir):  # what the script last reported
         step, total = progress["step"], progress["total_timesteps"]
@@ -451,7 +437,7 @@ def progress_details(run: Run, state: str) -> list[str]:
     return details
 
 
-def print_status(runs: list[Run]) -> None:
+def print_status(runs: list[PlannedRun]) -> None:
     """One line per run: finished (its final evaluation), running, interrupted (resumes from its
     last checkpoint on the next sweep) or not started, with the last step and evaluation logged
     and, for an interrupted run, the step its checkpoint resumes from."""
@@ -465,7 +451,7 @@ def print_status(runs: list[Run]) -> None:
         try:
             details = progress_details(run, state)
         except (OSError, ValueError, TypeError, KeyError, AttributeError, ZeroDivisionError) as error:
-            details = [f"its summary.json or progress.json is unreadable ({type(error).__name__})"]
+            details = [f"its {SUMMARY} or {PROGRESS} is unreadable ({type(error).__name__})"]
         if state == "interrupted":
             resume_step = checkpoint_step(run)
             details.append(
@@ -480,7 +466,7 @@ def print_status(runs: list[Run]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
+def submit_to_slurm(runs: list[PlannedRun], options: argparse.Namespace) -> bool:
     pending = [run for run in runs if run.status() != "finished"]
     if not pending:
         print("all runs have finished; nothing to submit")
@@ -503,7 +489,7 @@ def submit_to_slurm(runs: list[Run], options: argparse.Namespace) -> bool:
     skipped = len(runs) - len(pending)
     print(
         f"submitting {len(pending)} runs as one array job ({skipped} finished runs skipped); "
-        f"task logs: {slurm_dir}/<job>_<task>.out, run logs: <run dir>/{LOG}",
+        f"task logs: {slurm_dir}/<job>_<task>.out, run logs: <run dir>/{SWEEP_LOG}",
         flush=True,
     )
     result = subprocess.run(["sbatch", *options.sbatch_args_list, script_path])
@@ -536,7 +522,7 @@ def write_array_script(
 def run_task(index: int, plan_path: str) -> int:
     with open(plan_path) as f:
         saved = json.load(f)
-    run = Run(**saved["runs"][index])
+    run = PlannedRun(**saved["runs"][index])
     # Slurm's warning before a time limit (--signal=B:TERM@...) reaches this process alone: pass
     # it on, so the run writes its checkpoint before the kill.
     stop_runs_on((signal.SIGTERM,))
@@ -657,7 +643,7 @@ def main(argv: list[str]) -> int:
     # take --tu and --tun for --tune too.)
     tune_flags = {"--tu", "--tun", "--tune"}
     if tune_flags & set(argv):
-        import tune
+        from actor_critic import tune
 
         return tune.main([arg for arg in argv if arg not in tune_flags])
     options = parse_options(argv)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import fcntl
 import os
 import platform
 import signal
@@ -19,16 +19,67 @@ import threadpoolctl
 import torch
 
 from actor_critic.algorithms import ALGORITHMS
-from actor_critic.checkpoints import save_atomically
+from actor_critic.checkpoints import WriteError, save_atomically
 from actor_critic.cli import fail, first_line
 from actor_critic.run_directory import (
     CHECKPOINT,
     FINAL_MODEL,
+    MODELS,
     PROGRESS,
     RUN_LOCK,
     SUMMARY,
+    FileLock,
+    check_name,
+    snapshot_path,
+    video_path,
     write_json_atomically,
 )
+
+MAX_SEED = 2**31 - 1  # what every generator a run seeds (torch, NumPy, Gymnasium's envs) takes
+
+
+def check_run_flags(args: Any) -> None:
+    """The flags every script shares, checked before anything starts: the names that become a
+    path keep the run directory one folder inside --runs-dir, and the seed and the thread count
+    are ones this machine can honour."""
+    check_name("--exp-name", args.exp_name)
+    if args.run_name is not None:
+        check_name("--run-name", args.run_name)
+    else:  # the default name holds the env id, which may have a namespace ('ns/Env-v0')
+        check_name("the run name (give --run-name)", f"{args.env_id}__{args.exp_name}__{args.seed}__0")
+    if not 0 <= args.seed <= MAX_SEED:
+        fail(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
+    if args.threads > available_cpus():
+        fail(f"--threads {args.threads}: this process may use {available_cpus()} CPUs here")
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (a Slurm task's share, not the whole machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse now what this machine's memory cannot hold, rather than be killed once it fills."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on Linux: no check
+        return
+    if nbytes > total:
+        fail(f"{what} would take {nbytes / 2**30:.1f} GiB; this machine has {total / 2**30:.1f} GiB")
+
+
+@contextlib.contextmanager
+def allocating(what: str):
+    """Memory torch cannot allocate ends in one line that names the flags to blame."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "allocate" not in str(error):
+            raise
+        fail(f"not enough memory for {what}")
 
 
 def set_up_torch(args: Any) -> torch.device:
@@ -44,7 +95,6 @@ def set_up_torch(args: Any) -> torch.device:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     return device
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +145,6 @@ class Episodes:
             self.lengths = state["episode_lengths"].numpy().copy()
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The run: its directory, TensorBoard and W&B, signals, progress, checkpoints and summary
 # ---------------------------------------------------------------------------------------------
@@ -120,9 +169,9 @@ class Run:
         self.args, self.algorithm, self.resumed = args, algorithm, checkpoint is not None
         if checkpoint is not None:
             self.dir, self.name = os.path.dirname(os.path.abspath(args.resume)), args.run_name
-            rollout = checkpoint["rollout"]
-            self.wandb_id, self.wall_clock_before = rollout["wandb_id"], rollout["wall_clock"]
-            self.sessions = list(rollout.get("sessions", []))
+            record = checkpoint["run"]
+            self.wandb_id, self.wall_clock_before = record["wandb_id"], record["wall_clock"]
+            self.sessions = list(record.get("sessions", []))
             self.start_step = checkpoint["global_step"]
             self.last_checkpoint_step: int | None = checkpoint["global_step"]
         else:
@@ -157,14 +206,9 @@ class Run:
             fail(f"cannot make the run directory {self.dir}: {first_line(error)}")
         # One process per run: a second (the same --resume given twice, a run a killed sweep left
         # running) would write the same checkpoint.
-        self.lock = open(os.path.join(self.dir, RUN_LOCK), "a")  # held until close()
-        try:
-            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.lock.close()
+        self.lock = FileLock(os.path.join(self.dir, RUN_LOCK))  # held until close()
+        if not self.lock.held:
             fail(f"{self.dir} is in use: another process is training this run")
-        except OSError:  # a file system without locks: go on without one
-            pass
         if args.track:
             import wandb
 
@@ -206,20 +250,26 @@ class Run:
         }
 
     def save(self, model: dict, training: dict, final: bool, device: torch.device) -> None:
-        """models/step_N.pt and, at the end, final_model.pt (the policy); checkpoint.pt (all of it).
-        `training` holds what the algorithm needs to resume; its "rollout" gains the run's own."""
+        """models/step_N.pt and, at the end, final_model.pt (the policy); checkpoint.pt (all of it:
+        `training` holds what the algorithm needs to resume, and the run's own record is added).
+        A file that cannot be written (a full disk) stops the run in one line; the last good
+        checkpoint stays as it was, and resumes once the fault is mended."""
         step = model["global_step"]
-        os.makedirs(os.path.join(self.dir, "models"), exist_ok=True)
-        save_atomically(model, os.path.join(self.dir, "models", f"step_{step:08d}.pt"))
-        if final:
-            save_atomically(model, os.path.join(self.dir, FINAL_MODEL))
-        rollout = {
-            **training["rollout"],
+        record = {
             "wandb_id": self.wandb_id,
             "wall_clock": self.wall_clock(),
             "sessions": [*self.sessions, self.session(step, device)],
         }
-        save_atomically({**model, "kind": "training", **training, "rollout": rollout}, self.checkpoint_path)
+        try:
+            os.makedirs(os.path.join(self.dir, MODELS), exist_ok=True)
+            save_atomically(model, snapshot_path(self.dir, step))
+            if final:
+                save_atomically(model, os.path.join(self.dir, FINAL_MODEL))
+            save_atomically({**model, "kind": "training", **training, "run": record}, self.checkpoint_path)
+        except (OSError, WriteError) as error:
+            self.close()
+            reason = str(error) if isinstance(error, WriteError) else f"cannot write in {self.dir}: {error}"
+            fail(f"{reason}; training stopped. Last good checkpoint: {self.last_good_checkpoint()}")
         self.last_checkpoint_step = step
 
     def last_good_checkpoint(self) -> str:
@@ -246,8 +296,8 @@ class Run:
         if frames:
             import imageio
 
-            os.makedirs(os.path.join(self.dir, "videos"), exist_ok=True)
-            path = os.path.join(self.dir, "videos", f"eval_step_{global_step:08d}.mp4")
+            path = video_path(self.dir, global_step)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             imageio.mimwrite(path, frames, fps=env.metadata.get("render_fps", 30))
         return mean, std
 
@@ -303,7 +353,7 @@ class Run:
         if self.writer is not None:
             self.writer.close()
         if self.lock is not None:
-            self.lock.close()  # releases it
+            self.lock.release()
             self.lock = None
         for sig, handler in self.previous_handlers.items():
             signal.signal(sig, handler)
@@ -360,7 +410,6 @@ class Progress:
         write_json_atomically(record, self.path)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Evaluation and small helpers
 # ---------------------------------------------------------------------------------------------
@@ -400,4 +449,3 @@ def format_duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s"
-

@@ -40,7 +40,8 @@ from dataclasses import dataclass, fields
 from actor_critic import cli, run_directory, sweep
 from actor_critic.algorithms import ALGORITHMS, REPO_ROOT
 from actor_critic.cli import fail
-from actor_critic.sweep import Run
+from actor_critic.run_directory import EVENTS_PREFIX, SUMMARY, SWEEP_LOG, FileLock, check_name, is_locked
+from actor_critic.sweep import PlannedRun
 
 REPO = REPO_ROOT
 
@@ -358,8 +359,7 @@ def load_study(study_dir: str, config: dict, create: bool = True):
             )
         except KeyError:
             fail(f"{study_dir} holds no study '{name}' (its {JOURNAL} is missing or another study's)")
-    lock = sweep.Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)  # two workers may create it at once
-    try:
+    with FileLock(os.path.join(study_dir, STUDY_LOCK), wait=True):  # two workers may create it at once
         return optuna.create_study(
             study_name=name,
             storage=storage,
@@ -368,8 +368,6 @@ def load_study(study_dir: str, config: dict, create: bool = True):
             pruner=pruners[config["pruner"]](),
             load_if_exists=True,
         )
-    finally:
-        lock.release()
 
 
 def distributions(config: dict) -> dict:
@@ -403,7 +401,7 @@ def trial_settings(config: dict, params: dict) -> str:
     return " ".join(f"{key}={value}" for key, value in merged.items())
 
 
-def plan_runs(config: dict, runs_dir: str, label: str, settings: str, seeds: list[int]) -> list[Run]:
+def plan_runs(config: dict, runs_dir: str, label: str, settings: str, seeds: list[int]) -> list[PlannedRun]:
     """The runs of one setting, planned (and checked) exactly as `benchmark.sh` plans them."""
     options = argparse.Namespace(
         algos=config["algo"],
@@ -418,7 +416,7 @@ def plan_runs(config: dict, runs_dir: str, label: str, settings: str, seeds: lis
     return sweep.plan(options)
 
 
-def trial_runs(study_dir: str, config: dict, number: int, params: dict) -> list[Run]:
+def trial_runs(study_dir: str, config: dict, number: int, params: dict) -> list[PlannedRun]:
     return plan_runs(
         config,
         os.path.join(study_dir, "trials"),
@@ -442,7 +440,7 @@ def read_evaluations(run_dir: str) -> list[tuple[int, float]]:
     return [(int(step), float(value)) for step, value in zip(steps, values, strict=True)]
 
 
-def run_objective(config: dict, run: Run) -> float | None:
+def run_objective(config: dict, run: PlannedRun) -> float | None:
     """The mean of a finished run's last --objective-evals evaluations (its final one included),
     normalized where the study has several envs: one evaluation alone is noisy."""
     evaluations = read_evaluations(run.run_dir)
@@ -452,7 +450,7 @@ def run_objective(config: dict, run: Run) -> float | None:
     return normalized(config, run.env_id, sum(last) / len(last))
 
 
-def eval_every(config: dict, run: Run) -> int:
+def eval_every(config: dict, run: PlannedRun) -> int:
     module = ALGORITHMS[config["algo"]].module()
     return cli.command_line(module.Args, run.start_flags()).eval_every
 
@@ -467,7 +465,9 @@ class Watcher:
     --eval-every it passed (the final one at the run's length), not at the rollout end where it
     fell: trials whose rollouts differ in size still report at the same steps."""
 
-    def __init__(self, trial, config: dict, run: Run, offset: int, finished: list[float], reported, stopping):
+    def __init__(
+        self, trial, config: dict, run: PlannedRun, offset: int, finished: list[float], reported, stopping
+    ):
         self.trial, self.config, self.run, self.offset = trial, config, run, offset
         self.finished = list(finished)  # the objectives of the trial's runs that ended before this
         self.reported = set(reported)  # steps reported before (by a worker that was stopped)
@@ -506,7 +506,7 @@ class Watcher:
             seen = tuple(
                 (entry.name, entry.stat().st_size)
                 for entry in os.scandir(self.run.run_dir)
-                if entry.name.startswith("events.out.tfevents")
+                if entry.name.startswith(EVENTS_PREFIX)
             )
         except OSError:
             return False
@@ -514,9 +514,9 @@ class Watcher:
         return changed
 
 
-def log_tail(run: Run) -> str:
+def log_tail(run: PlannedRun) -> str:
     try:
-        with open(os.path.join(run.run_dir, sweep.LOG)) as f:
+        with open(os.path.join(run.run_dir, SWEEP_LOG)) as f:
             lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
         return lines[-1] if lines else ""
     except OSError:
@@ -593,13 +593,13 @@ def next_trial(study, study_dir: str, config: dict):
     from optuna.trial import TrialState
 
     os.makedirs(os.path.join(study_dir, "trials"), exist_ok=True)
-    study_lock = sweep.Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)
+    study_lock = FileLock(os.path.join(study_dir, STUDY_LOCK), wait=True)
     try:
         while True:
             trials = study.get_trials(deepcopy=False)
             for frozen in trials:
                 if frozen.state == TrialState.RUNNING:
-                    lock = sweep.Locked(trial_lock_path(study_dir, frozen.number), wait=False)
+                    lock = FileLock(trial_lock_path(study_dir, frozen.number), wait=False)
                     if lock.held:
                         return frozen, lock, True
             if sum(trial.state != TrialState.WAITING for trial in trials) >= config["trials"]:
@@ -607,7 +607,7 @@ def next_trial(study, study_dir: str, config: dict):
             if not trials:  # a new study begins where the user began
                 study.enqueue_trial(starting_values(config), user_attrs={"start": True})
             trial = study.ask(distributions(config))
-            lock = sweep.Locked(trial_lock_path(study_dir, trial.number), wait=False)
+            lock = FileLock(trial_lock_path(study_dir, trial.number), wait=False)
             if lock.held:
                 return study.get_trials(deepcopy=False)[trial.number], lock, False
             # A process from before holds this number's lock (a study begun again in its folder).
@@ -616,7 +616,7 @@ def next_trial(study, study_dir: str, config: dict):
         study_lock.release()
 
 
-def validation_runs(study, study_dir: str, config: dict) -> list[Run]:
+def validation_runs(study, study_dir: str, config: dict) -> list[PlannedRun]:
     """The best setting and the starting one, at the study's steps, on seeds it never saw."""
     if not config["validate_seeds"] or best_trial(study) is None:
         return []
@@ -661,7 +661,7 @@ def work(study, study_dir: str, config: dict, threads: int, stopping: threading.
         verb = "resumes (its worker had stopped)" if orphan else "starts"
         print(f"[{name}] trial {frozen.number} {verb}: {params_text(frozen.params)}", flush=True)
         try:
-            outcome = run_trial(study, study_dir, config, frozen, threads, stopping, lock.file.fileno())
+            outcome = run_trial(study, study_dir, config, frozen, threads, stopping, lock.fileno())
         finally:
             lock.release()
         print(f"[{name}] {outcome} in {(time.time() - started) / 60:.1f} min", flush=True)
@@ -693,7 +693,7 @@ def run_workers(study_dir: str, config: dict, workers: int, threads: int) -> boo
     study = load_study(study_dir, config)
     print(
         f"study {study_dir}: {config['trials']} trials, {workers} workers; "
-        f"each run logs to <run dir>/{sweep.LOG}",
+        f"each run logs to <run dir>/{SWEEP_LOG}",
         flush=True,
     )
     results: list[bool] = []
@@ -771,7 +771,7 @@ def trial_rows(study, study_dir: str) -> list[dict]:
     for trial in study.get_trials(deepcopy=False):
         state = trial.state.name.lower()
         if trial.state == TrialState.RUNNING:
-            state = "running" if sweep.is_locked(trial_lock_path(study_dir, trial.number)) else "interrupted"
+            state = "running" if is_locked(trial_lock_path(study_dir, trial.number)) else "interrupted"
         steps = max(trial.intermediate_values, default=0)
         rows.append(
             {
@@ -819,12 +819,12 @@ def command_for(config: dict, settings: str, label: str, seeds: list[int]) -> st
     )
 
 
-def final_evaluations(runs: list[Run]) -> list[float]:
+def final_evaluations(runs: list[PlannedRun]) -> list[float]:
     """Each finished run's final evaluation (summary.json)."""
     finals = []
     for run in runs:
         try:
-            with open(os.path.join(run.run_dir, run_directory.SUMMARY)) as f:
+            with open(os.path.join(run.run_dir, SUMMARY)) as f:
                 finals.append(float(json.load(f)["final_eval_mean"]))
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -841,11 +841,8 @@ def write_report(study_dir: str, config: dict, quiet: bool = False) -> str:
     """report/tuning.md, history.png and importances.png; the validation's curves in validation/report.
     Under the study's lock: the workers of a Slurm array each write it as they end."""
     study = load_study(study_dir, config, create=False)
-    lock = sweep.Locked(os.path.join(study_dir, STUDY_LOCK), wait=True)
-    try:
+    with FileLock(os.path.join(study_dir, STUDY_LOCK), wait=True):
         return write_report_locked(study, study_dir, config, quiet)
-    finally:
-        lock.release()
 
 
 def save_figure(path: str) -> None:
@@ -1036,6 +1033,9 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     )
     add("--tune-task", help=argparse.SUPPRESS)  # a Slurm array task's entry point: the study folder
     options = sweep.parse_options(argv, parser)
+    if options.study:
+        check_name("--study", options.study)  # a folder inside --runs-dir
+    # One name besides: the study's Slurm tasks and its report spell it unquoted.
     if options.study and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+=,-]*", options.study):
         fail(f"--study '{options.study}' must be one name of letters, digits and _.+=,- (it names a folder)")
     return options
@@ -1046,7 +1046,9 @@ def main(argv: list[str]) -> int:
     if options.tune_task is not None:
         return run_task(options.tune_task, options.threads)
     config = study_config(options)
-    study_dir = os.path.join(options.runs_dir, options.study or default_study_name(config))
+    study_name = options.study or default_study_name(config)
+    check_name("the study name (from --envs, --algos and --label)", study_name)
+    study_dir = os.path.join(options.runs_dir, study_name)
     check_config(study_dir, config)
     exists = os.path.exists(os.path.join(study_dir, CONFIG))
     # The study's name in its journal stays what it was made with, should the folder be renamed.

@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from actor_critic.run_directory import SUMMARY
+
 IMPLS = ("ours", "sb3")
 
 
@@ -120,7 +122,7 @@ def read_our_summary(summary_path: Path, algo: str, key: str) -> dict[str, Any]:
     if not summary_path.is_file():
         raise BenchmarkError(
             f"our {algo} exited cleanly but wrote no {summary_path}; "
-            f"it must write summary.json with the key '{key}'"
+            f"it must write {SUMMARY} with the key '{key}'"
         )
     return json.loads(summary_path.read_text())
 

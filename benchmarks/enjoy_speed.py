@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from actor_critic.run_directory import FINAL_MODEL
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One thread everywhere (torch reads these when it starts); the repository importable from anywhere,
 # so that --script can be another copy of enjoy.py.
@@ -89,7 +91,7 @@ def tiny_sac(env_id: str, runs_dir: str) -> str:
         + ["--checkpoint-every", "0", "--threads", "1", "--no-cuda"]
         + ["--runs-dir", runs_dir, "--run-name", "tiny"]
     )
-    return os.path.join(runs_dir, "tiny", "final_model.pt")
+    return os.path.join(runs_dir, "tiny", FINAL_MODEL)
 
 
 def main() -> None:

@@ -82,6 +82,8 @@ from _common import (
     run_sb3_child,
 )
 
+from actor_critic.run_directory import SUMMARY
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The settings both sides share (see the module docstring), per --recipe. "large-batch" is
@@ -301,7 +303,7 @@ def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult
     what = f"our PPO ({args.script.name}, repeat {repeat + 1})"
     load = load_1min()
     wall = run_child(cmd, runs_dir, args, what)
-    summary_path = runs_dir / run_name / "summary.json"
+    summary_path = runs_dir / run_name / SUMMARY
     summary = read_our_summary(summary_path, "PPO", "steady_sps")
     if summary.get("steady_sps") is None:
         keys = ", ".join(sorted(summary))

@@ -64,6 +64,8 @@ from _common import (
     run_sb3_child,
 )
 
+from actor_critic.run_directory import SUMMARY
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -199,7 +201,7 @@ def run_ours(args: argparse.Namespace, repeat: int, runs_dir: Path) -> RunResult
     what = f"our SAC ({args.script.name}, repeat {repeat + 1})"
     load = load_1min()
     wall = run_child(cmd, runs_dir, args, what)
-    summary_path = runs_dir / run_name / "summary.json"
+    summary_path = runs_dir / run_name / SUMMARY
     summary = read_our_summary(summary_path, "SAC", "update_phase_sps")
     if "update_phase_sps" not in summary:
         keys = ", ".join(sorted(summary))

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# The last commit before the scripts were split into algorithm files and plumbing.py, later the actor_critic package (issue 23).
+# The last commit before the scripts were split into algorithm files and plumbing.py (issue 23),
+# which later became the actor_critic package.
 REFERENCE_COMMIT = "7270a2d"
 COMMON = ["--seed", "3", "--threads", "1", "--no-cuda", "--run-name", "run"]
 CONFIGS = {
@@ -111,10 +112,15 @@ def run(tree: Path, config: list[str], runs_dir: Path, resume_from: Path | None 
 def fingerprint_run(run_dir: Path) -> dict:
     import torch
 
+    from actor_critic.checkpoints import upgrade
+
     summary = json.loads((run_dir / "summary.json").read_text())
     result = {"final_eval": (summary["final_eval_mean"], summary["final_eval_std"])}
     for name in ("final_model.pt", "checkpoint.pt"):
-        result[name] = fingerprint(torch.load(run_dir / name, map_location="cpu", weights_only=True))
+        # Both sides in today's format version: a file of an older one is upgraded as it is
+        # when loaded for use (the same numbers, moved).
+        checkpoint = torch.load(run_dir / name, map_location="cpu", weights_only=True)
+        result[name] = fingerprint(upgrade(checkpoint))
     return result
 
 

@@ -5,36 +5,13 @@ import subprocess
 import pytest
 import torch
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
+
+# The fixtures below make their Args from these.
+from tests.helpers import TINY, TINY_PPO, TINY_SAC, args_factory  # noqa: E402
+
 # Tiny networks run fastest on one thread, and one thread cannot be starved by the other core.
 torch.set_num_threads(1)
-
-# What every quick run shares: a small network, no evaluation or periodic checkpoint unless a test
-# asks, the CPU, one thread.
-QUICK = dict(
-    env_id="Pendulum-v1",
-    hidden_size=32,
-    eval_every=0,
-    eval_episodes=0,
-    checkpoint_every=0,
-    run_name="run",
-    cuda=False,
-    threads=1,
-)
-
-
-def args_factory(args_class, runs_dir, **algorithm_defaults):
-    """Build Args for a quick run in `runs_dir`; keyword arguments of the returned maker override."""
-
-    def make(**overrides):
-        return args_class(**{**QUICK, "runs_dir": str(runs_dir), **algorithm_defaults, **overrides})
-
-    return make
-
-
-# The algorithms' own settings of a quick run.
-TINY_SAC = dict(total_timesteps=600, learning_starts=200, batch_size=32, buffer_size=10_000)
-TINY_PPO = dict(total_timesteps=1024, num_steps=256, num_minibatches=4, update_epochs=2)
 
 
 @pytest.fixture
@@ -49,6 +26,17 @@ def tiny_ppo(tmp_path):
     from ppo_continuous import Args
 
     return args_factory(Args, tmp_path, **TINY_PPO)
+
+
+@pytest.fixture
+def tiny_for(tmp_path):
+    """tiny_for("sac") is `tiny`, tiny_for("ppo") `tiny_ppo`: for the tests of every algorithm."""
+    from actor_critic.algorithms import ALGORITHMS
+
+    def make(algorithm):
+        return args_factory(ALGORITHMS[algorithm].module().Args, tmp_path, **TINY[algorithm])
+
+    return make
 
 
 # Slurm: a real one-node cluster (Debian's slurm-wlm and munge; .ci/run installs them)

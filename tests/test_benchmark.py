@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from actor_critic.run_directory import PROGRESS
+from actor_critic.run_directory import PROGRESS, SWEEP_LOCK
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(REPO, "benchmark.sh")
@@ -121,12 +121,12 @@ def test_a_run_that_another_sweep_holds_is_left_alone(tmp_path):
 
     from actor_critic import sweep
 
-    run = sweep.Run("ppo", "InvertedPendulum-v4", 1, 256, "default", [], str(tmp_path))
+    run = sweep.PlannedRun("ppo", "InvertedPendulum-v4", 1, 256, "default", [], str(tmp_path))
     os.makedirs(run.run_dir)
-    with open(os.path.join(run.run_dir, sweep.LOCK), "w") as held:
+    with open(os.path.join(run.run_dir, SWEEP_LOCK), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert sweep.run_one(run, threads=1) == (1, "not run: another sweep is running it")
-    assert os.listdir(run.run_dir) == [sweep.LOCK]  # nothing started, nothing written
+    assert os.listdir(run.run_dir) == [SWEEP_LOCK]  # nothing started, nothing written
     # A directory holding only the lock file (that, or a kill between taking the lock and writing
     # benchmark.json) is this sweep's own and not started, not a stranger's.
     options = sweep.parse_options(
@@ -142,7 +142,8 @@ def test_status_says_where_each_run_stands(tmp_path, capsys):
     from actor_critic import sweep
 
     finished, running, interrupted, new = (
-        sweep.Run("sac", "Walker2d-v4", seed, 1000, "default", [], str(tmp_path)) for seed in (1, 2, 3, 4)
+        sweep.PlannedRun("sac", "Walker2d-v4", seed, 1000, "default", [], str(tmp_path))
+        for seed in (1, 2, 3, 4)
     )
     for run in (finished, running, interrupted):
         os.makedirs(run.run_dir)
@@ -159,7 +160,7 @@ def test_status_says_where_each_run_stands(tmp_path, capsys):
 
     progress(interrupted, step=600, eval=101.5, time_left="10s")
     progress(running, step=250, time_left="15s")
-    with open(os.path.join(running.run_dir, sweep.LOCK), "w") as held:
+    with open(os.path.join(running.run_dir, SWEEP_LOCK), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a sweep running it holds
         sweep.print_status([finished, running, interrupted, new])
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
@@ -230,6 +231,10 @@ def test_a_label_names_the_set_flags_and_tuples_join_with_x(tmp_path):
         (["--grid", "hidden-sizes=64xbig", "--algos", "ppo"], "integers joined by x"),
         (["--label", "large-batch"], "give --set with it"),
         (["--label", "a,b", "--set", "gamma=0.9"], "must be one word"),
+        # Names that become part of a run's directory must keep it inside --runs-dir.
+        (["--label", "../up", "--set", "gamma=0.9"], "--label '../up' must be one name, a folder inside"),
+        (["--label", "..", "--set", "gamma=0.9"], "--label '..' must be one name"),
+        (["--envs", "phys2d/CartPole-v1"], "the run name 'phys2d/CartPole-v1__sac__default__1' must be one"),
         (["--algos", "dqn"], "unknown algorithm 'dqn'"),
         (["--envs", "HalfCheeta-v4"], "did you mean HalfCheetah-v4"),
         (["--seeds", "1 two"], "seeds and steps must be integers"),
@@ -274,7 +279,7 @@ def test_a_sweep_runs_on_a_file_system_without_locks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
     flags = [part for item in TINY_PPO.split() for part in (f"--{item.split('=')[0]}", item.split("=")[1])]
-    run = sweep.Run("ppo", "InvertedPendulum-v4", 1, 128, "default", flags, str(tmp_path))
+    run = sweep.PlannedRun("ppo", "InvertedPendulum-v4", 1, 128, "default", flags, str(tmp_path))
     assert sweep.is_running(run) is False
     code, outcome = sweep.run_one(run, threads=1)
     assert code == 0 and os.path.exists(os.path.join(run.run_dir, "summary.json")), outcome
@@ -285,8 +290,10 @@ def test_a_run_directory_another_configuration_made_meanwhile_is_left_alone(tmp_
     # values and so the same run name, must neither resume nor re-mark A's run.
     from actor_critic import sweep
 
-    a = sweep.Run("ppo", "InvertedPendulum-v4", 1, 128, "default", ["--learning-rate", "1e-3"], str(tmp_path))
-    b = sweep.Run("ppo", "InvertedPendulum-v4", 1, 128, "default", [], str(tmp_path))
+    a = sweep.PlannedRun(
+        "ppo", "InvertedPendulum-v4", 1, 128, "default", ["--learning-rate", "1e-3"], str(tmp_path)
+    )
+    b = sweep.PlannedRun("ppo", "InvertedPendulum-v4", 1, 128, "default", [], str(tmp_path))
     sweep.prepare(a)
     torch.save({"global_step": 64}, os.path.join(a.run_dir, "checkpoint.pt"))
     code, outcome = sweep.run_one(b, threads=1)
@@ -438,7 +445,7 @@ def test_a_slurm_task_passes_sigterm_on_to_its_run(tmp_path):
     from actor_critic import sweep
 
     flags = ["--num-steps", "64", "--num-minibatches", "2", "--hidden-size", "16", "--eval-episodes", "0"]
-    run = sweep.Run("ppo", "InvertedPendulum-v4", 1, 640000, "default", flags, str(tmp_path))
+    run = sweep.PlannedRun("ppo", "InvertedPendulum-v4", 1, 640000, "default", flags, str(tmp_path))
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"threads": 1, "runs": [asdict(run)]}))
     task = subprocess.Popen(
@@ -694,7 +701,7 @@ def test_publish_again_replaces_a_runs_copy_and_reads_paths_from_where_it_is_cal
 
 def test_plot_skips_a_crafted_file_without_running_it(tmp_path, capsys):
     import plot
-    from tests.test_sac import crafted_checkpoint
+    from tests.helpers import crafted_checkpoint
 
     run_dir = tmp_path / "by_hand"
     run_dir.mkdir()
@@ -739,11 +746,11 @@ def test_plot_of_a_runs_folder_leaves_out_the_folders_of_runs_inside_it(tmp_path
     mine = fake_run(tmp_path, "A-v4", "default", 1, 100.0)
     fake_run(tmp_path / "published", "A-v4", "default", 1, 100.0)
     fake_run(tmp_path / "published", "A-v4", "default", 2, 120.0)
-    import plot
+    from actor_critic.run_directory import find_runs
 
-    assert plot.find_run_dirs([str(tmp_path)]) == [str(mine)]
-    assert len(plot.find_run_dirs([str(tmp_path / "published")])) == 2
-    assert plot.find_run_dirs([str(mine)]) == [str(mine)]
+    assert find_runs([str(tmp_path)]) == [str(mine)]
+    assert len(find_runs([str(tmp_path / "published")])) == 2
+    assert find_runs([str(mine)]) == [str(mine)]
 
 
 def test_plot_refuses_a_folder_without_runs(tmp_path):
@@ -751,7 +758,8 @@ def test_plot_refuses_a_folder_without_runs(tmp_path):
         [sys.executable, os.path.join(REPO, "plot.py"), str(tmp_path)], capture_output=True, text=True
     )
     assert result.returncode != 0 and result.stderr.strip().startswith(
-        f"error: no runs (directories with TensorBoard events) in {tmp_path} "
+        "error: no runs (directories with TensorBoard events, checkpoint.pt, final_model.pt or "
+        f"summary.json) in {tmp_path} "
     )
 
 

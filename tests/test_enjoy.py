@@ -1,6 +1,7 @@
 """Checks of enjoy.py on tiny SAC and PPO runs: scores, files, GIF and video, stages, the tracking
 camera, and bad input."""
 
+import dataclasses
 import json
 import os
 import pickle
@@ -19,9 +20,8 @@ from PIL import Image, ImageSequence
 import enjoy
 import ppo_continuous
 import sac_continuous
-from actor_critic import training
-from tests.conftest import TINY_PPO, TINY_SAC, args_factory
-from tests.test_sac import crafted_checkpoint
+from actor_critic import cli, training
+from tests.helpers import TINY_PPO, TINY_SAC, args_factory, crafted_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(width=64, height=48)  # frames this small render in a few milliseconds
@@ -74,6 +74,38 @@ def test_scores_match_the_runs_own_evaluation(run, request, tmp_path):
         result = play(path, eval_episodes=2, **drawn)["results"][0]
         assert (result["mean"], result["std"]) == (summary["final_eval_mean"], summary["final_eval_std"])
         assert result["seeds"] == [100_001, 100_002]
+
+
+def test_score_returns_the_numbers_and_prints_nothing(sac_run, ppo_run, tmp_path, capsys):
+    # score() is what tools/check_published.py calls: numbers back, not one character printed (not
+    # even the note that a run has fewer snapshots than --stages asks for), and main prints and
+    # writes as its JSON exactly these numbers.
+    run_dir, summary = sac_run
+    args = enjoy.Args(checkpoint=(run_dir,), eval_episodes=2, render=False)
+    scores = enjoy.score(args)
+    assert capsys.readouterr() == ("", "")
+    (result,) = scores.results
+    assert (result.mean, result.std) == (summary["final_eval_mean"], summary["final_eval_std"])
+    assert result.seeds == [100_001, 100_002] and len(result.returns) == len(result.lengths) == 2
+    assert result.path == os.path.join(run_dir, "final_model.pt") and result.algorithm == "sac"
+    assert result.steps_per_second > 0 and scores.gif is None and scores.deterministic
+    assert enjoy.main(dataclasses.replace(args, json="-")) == scores.to_json()
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == scores.to_json()
+    assert f"return {result.mean:.2f} ± {result.std:.2f} over 2 episodes" in printed.err
+
+    count = len(snapshots(ppo_run[0]))
+    many = dict(checkpoint=(ppo_run[0],), stages=count + 5, eval_episodes=1, max_steps=5)
+    drawn = enjoy.score(enjoy.Args(**many, gif=str(tmp_path / "stages.gif"), **SMALL))
+    assert capsys.readouterr() == ("", "")
+    assert drawn.notes == [f"{ppo_run[0]} has {count} snapshots; drawing all of them"]
+    assert [r.global_step for r in drawn.results] == [
+        int(os.path.basename(p)[5:13]) for p in snapshots(ppo_run[0])
+    ]
+    assert drawn.gif == str(tmp_path / "stages.gif") and drawn.gif_frames == 5 // 2 + 1
+    assert drawn.gif_bytes == os.path.getsize(drawn.gif) and drawn.gif_fps == pytest.approx(10)
+    enjoy.main(enjoy.Args(**many, render=False))
+    assert capsys.readouterr().err == f"note: {drawn.notes[0]}\n"  # main prints it, on stderr
 
 
 def one_by_one(path, env_id, seeds, max_steps):
@@ -250,13 +282,13 @@ def agent_pixels(frame):
 
 def test_the_camera_follows_a_running_cheetah():
     # The same run of HalfCheetah-v4, pushed forward at 2 m/s with a fixed action for 300 steps
-    # (30 m), drawn by enjoy's tracking camera and by the env's own camera (what --no-track uses).
+    # (30 m), drawn by enjoy's tracking camera and by the env's own camera (what --no-follow uses).
     # The check that the agent stays near the centre is the one that fails for the env's camera.
     width, height = 96, 72
     tracked_env = gym.make("HalfCheetah-v4")
     own_env = gym.make("HalfCheetah-v4", render_mode="rgb_array", width=width, height=height)
-    tracked = enjoy.FrameSource(tracked_env, width, height, track=True)
-    own = enjoy.FrameSource(own_env, width, height, track=False)
+    tracked = enjoy.FrameSource(tracked_env, width, height, follow=True)
+    own = enjoy.FrameSource(own_env, width, height, follow=False)
     assert not tracked.needs_render_mode and own.needs_render_mode
     centres, own_counts = [], []
     for env in (tracked_env, own_env):
@@ -285,14 +317,14 @@ def test_the_shadow_map_is_sized_to_the_frame():
     for (width, height), expected in (((256, 192), 1024), ((1280, 720), 2560)):
         env = gym.make("HalfCheetah-v4")
         assert env.unwrapped.model.vis.quality.shadowsize == 4096
-        frames = enjoy.FrameSource(env, width, height, track=True)
+        frames = enjoy.FrameSource(env, width, height, follow=True)
         assert env.unwrapped.model.vis.quality.shadowsize == expected
         assert frames().shape == (height, width, 3)
         frames.close()
         env.close()
     env = gym.make("HalfCheetah-v4", render_mode="rgb_array", width=64, height=48)
     env.unwrapped.model.vis.quality.shadowsize = 512
-    frames = enjoy.FrameSource(env, 64, 48, track=False)
+    frames = enjoy.FrameSource(env, 64, 48, follow=False)
     env.reset(seed=0)
     assert env.unwrapped.model.vis.quality.shadowsize == 512 and frames().shape == (48, 64, 3)
     frames.close()
@@ -304,7 +336,7 @@ def test_the_floor_goes_on_where_a_fast_agent_runs():
     # below the agent is still the checkered floor, dark and light squares, not a smooth grey void.
     env = gym.make("HalfCheetah-v4")
     env.reset(seed=0)
-    source = enjoy.FrameSource(env, 96, 72, track=True)
+    source = enjoy.FrameSource(env, 96, 72, follow=True)
     data = env.unwrapped.data
     data.qpos[0] = 100.0
     mujoco.mj_forward(env.unwrapped.model, data)
@@ -315,13 +347,13 @@ def test_the_floor_goes_on_where_a_fast_agent_runs():
 
 
 def test_the_env_own_camera_and_fitted_frames(ppo_run):
-    # --no-track draws through env.render(), made at the asked size.
-    summary = play(ppo_run[0], eval_episodes=1, max_steps=10, track=False, **SMALL)
+    # --no-follow draws through env.render(), made at the asked size.
+    summary = play(ppo_run[0], eval_episodes=1, max_steps=10, follow=False, **SMALL)
     assert gif_frames(summary["gif"])[0][0].shape == (48, 64, 3)
     # A frame of another size (classic-control envs draw 500 x 500) is fitted, keeping its aspect.
     env = gym.make("HalfCheetah-v4", render_mode="rgb_array")  # 480 x 480
     env.reset(seed=0)
-    frames = enjoy.FrameSource(env, 64, 48, track=False)
+    frames = enjoy.FrameSource(env, 64, 48, follow=False)
     assert frames().shape == (48, 48, 3)
     env.close()
 
@@ -410,6 +442,19 @@ def test_a_crafted_pickle_is_refused_not_executed(tmp_path):
 # --------------------------------------------------------------------------------------------
 # The command line
 # --------------------------------------------------------------------------------------------
+
+
+def test_follow_and_its_old_spelling_track_mean_the_same():
+    # --follow was first named --track, which in the training scripts means Weights & Biases; the
+    # old spelling still works, --no-track too, and both set the same field.
+    def parse(*flags):
+        return cli.command_line(enjoy.Args, ["--checkpoint", "run", *flags])
+
+    following, not_following = parse(), dataclasses.replace(parse(), follow=False)
+    assert following.follow is True
+    assert parse("--follow") == parse("--track") == following
+    assert parse("--no-follow") == parse("--no-track") == not_following
+    assert parse("--no-track", "--follow") == following  # the last one given wins, whichever spelling
 
 
 def test_command_line(sac_run, tmp_path):

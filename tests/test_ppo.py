@@ -1,5 +1,6 @@
 """Quick checks of ppo_continuous.py: truncation and reset steps, normalization statistics,
-checkpoints, resume, determinism, a learning check, and bad input."""
+resume, a learning check, the knobs of large-batch recipes, env workers. The checks every algorithm
+passes (smoke runs, determinism, a killed run resumed, bad input) are in test_algorithms.py."""
 
 import json
 import os
@@ -12,12 +13,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import tests.toy_envs  # noqa: F401  (registers the toy envs)
 from actor_critic import cli, environments, training
 from ppo_continuous import Agent, RunningMeanStd, numpy_policy, policy_function, train
-from tests.test_sac import (
+from tests.helpers import (
+    REPO,
     assert_learns_known_values,
-    crafted_checkpoint,
+    assert_same_training_state,
+    command_line,
     expect_error,
     load,
     run_dir,
@@ -26,8 +28,6 @@ from tests.test_sac import (
 )
 
 LEARNING_STEPS, LEARNING_THRESHOLD = 40960, 500
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def agent_from(checkpoint):
@@ -98,45 +98,8 @@ def test_advantages_by_hand_at_truncation_termination_and_reset_steps():
 
 
 # --------------------------------------------------------------------------------------------
-# Smoke runs, logging, normalization, checkpoints
+# Normalization, checkpoints, resume
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("env_id", ["HalfCheetah-v4", "Walker2d-v5"])
-def test_smoke_run_writes_logs_checkpoints_and_summary(tiny_ppo, env_id):
-    args = tiny_ppo(
-        env_id=env_id,
-        total_timesteps=2048,
-        num_steps=512,
-        eval_every=1024,
-        eval_episodes=1,
-        checkpoint_every=1024,
-    )
-    summary = train(args)
-    directory = run_dir(args)
-    assert summary["global_step"] == 2048 and np.isfinite(summary["final_eval_mean"])
-    assert json.load(open(os.path.join(directory, "summary.json"))) == summary
-    assert sorted(os.listdir(os.path.join(directory, "models"))) == ["step_00001024.pt", "step_00002048.pt"]
-    assert os.path.exists(os.path.join(directory, "final_model.pt"))
-    events = EventAccumulator(directory)
-    events.Reload()
-    keys = set(events.Tags()["scalars"])
-    expected = {
-        "charts/episodic_return",
-        "charts/episodic_length",
-        "charts/learning_rate",
-        "charts/SPS",
-        "losses/value_loss",
-        "losses/policy_loss",
-        "losses/entropy",
-        "losses/old_approx_kl",
-        "losses/approx_kl",
-        "losses/clipfrac",
-        "losses/explained_variance",
-        "eval/episodic_return",
-    }
-    assert expected <= keys, expected - keys
-    assert [e.step for e in events.Scalars("eval/episodic_return")] == [1024, 2048]
 
 
 def test_normalization_statistics_are_saved_and_frozen_when_evaluating(tiny_ppo):
@@ -168,14 +131,6 @@ def test_normalization_statistics_are_saved_and_frozen_when_evaluating(tiny_ppo)
     assert fresh != first
 
 
-def assert_same_training_state(a, b):
-    for name, tensor in a["agent"].items():
-        assert torch.equal(tensor, b["agent"][name]), f"agent.{name} differs"
-    for key in ("mean", "var"):
-        assert torch.equal(a["obs_rms"][key], b["obs_rms"][key])
-        assert torch.equal(a["return_rms"][key], b["return_rms"][key])
-
-
 def flags(env_id, runs_dir, total, **extra):
     settings = {
         "env-id": env_id,
@@ -192,11 +147,11 @@ def flags(env_id, runs_dir, total, **extra):
         "threads": 1,
         **extra,
     }
-    return [item for key, value in settings.items() for item in (f"--{key}", str(value))] + ["--no-cuda"]
+    return command_line({**settings, "cuda": False})
 
 
 def start_ppo(args_list, **kwargs):
-    return start(args_list, script="ppo_continuous.py", **kwargs)
+    return start("ppo_continuous.py", args_list, **kwargs)
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v4", "Humanoid-v4"])
@@ -231,32 +186,6 @@ def test_sigterm_then_resume_continues_exactly(tiny_ppo, tmp_path, env_id):
     assert resumed_summary["final_eval_mean"] == straight_summary["final_eval_mean"]
 
 
-def test_resume_after_sigkill_completes(tmp_path):
-    checkpoint = str(tmp_path / "run" / "checkpoint.pt")
-    process = start_ppo(flags("HalfCheetah-v4", str(tmp_path), 6144, **{"eval-episodes": 0}))
-    wait_for_step(checkpoint, 1024, process)
-    process.kill()
-    process.wait()
-    killed_at = load(checkpoint)["global_step"]  # the last checkpoint is intact and loadable
-    process = start_ppo(["--resume", checkpoint])
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
-    assert json.load(open(tmp_path / "run" / "summary.json"))["global_step"] == 6144 > killed_at
-    events = EventAccumulator(str(tmp_path / "run"))
-    events.Reload()
-    steps = [event.step for event in events.Scalars("losses/value_loss")]
-    assert steps == sorted(set(steps)) and steps[-1] == 6144
-
-
-def test_same_seed_gives_identical_runs(tiny_ppo):
-    summaries = [train(tiny_ppo(run_name=name, eval_episodes=2)) for name in ("one", "two")]
-    assert summaries[0]["final_eval_mean"] == summaries[1]["final_eval_mean"]
-    a, b = (load(os.path.join(tiny_ppo().runs_dir, name, "checkpoint.pt")) for name in ("one", "two"))
-    assert_same_training_state(a, b)
-    other = train(tiny_ppo(run_name="other", seed=2, eval_episodes=2))
-    assert other["final_eval_mean"] != summaries[0]["final_eval_mean"]
-
-
 # --------------------------------------------------------------------------------------------
 # Learning
 # --------------------------------------------------------------------------------------------
@@ -283,63 +212,6 @@ def test_ppo_learns_inverted_pendulum(tiny_ppo):
 # --------------------------------------------------------------------------------------------
 
 
-def test_bad_hyperparameters_and_envs(tiny_ppo):
-    expect_error(tiny_ppo(env_id="HalfCheeta-v4"), "unknown env id", "HalfCheetah-v4", run=train)
-    expect_error(tiny_ppo(env_id="CartPole-v1"), "Box", run=train)
-    expect_error(tiny_ppo(num_minibatches=512, num_steps=256), "--num-minibatches 512 is larger", run=train)
-    expect_error(tiny_ppo(total_timesteps=-5), "--total-timesteps must be positive", run=train)
-    expect_error(tiny_ppo(gae_lambda=1.5), "--gae-lambda", run=train)
-
-
-def test_bad_resume(tiny_ppo, tiny, tmp_path):
-    ppo_args = tiny_ppo(run_name="ppo")
-    train(ppo_args)
-    checkpoint_path = os.path.join(run_dir(ppo_args), "checkpoint.pt")
-    before = open(checkpoint_path, "rb").read()
-    expect_error(
-        tiny_ppo(run_name="ppo", resume=str(tmp_path / "missing.pt")), "checkpoint not found", run=train
-    )
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(before[:3000])
-    expect_error(tiny_ppo(run_name="ppo", resume=str(truncated)), "cannot read checkpoint", run=train)
-    expect_error(
-        tiny_ppo(run_name="ppo", resume=checkpoint_path, env_id="Walker2d-v4"),
-        "trained with --env-id Pendulum-v1",
-        run=train,
-    )
-    expect_error(
-        tiny_ppo(run_name="ppo", resume=checkpoint_path, gamma=0.9),
-        "trained with --gamma 0.99, not 0.9",
-        run=train,
-    )
-    assert open(checkpoint_path, "rb").read() == before
-    # A SAC checkpoint is refused by PPO, and the other way round.
-    from sac_continuous import train as train_sac
-
-    sac_args = tiny(run_name="sac", total_timesteps=300, learning_starts=100)
-    train_sac(sac_args)
-    expect_error(
-        tiny_ppo(run_name="ppo", resume=os.path.join(run_dir(sac_args), "checkpoint.pt")),
-        "sac checkpoint",
-        run=train,
-    )
-    expect_error(tiny(resume=checkpoint_path), "ppo checkpoint", run=train_sac)
-    altered = tmp_path / "altered.pt"
-    torch.save({**load(checkpoint_path), "observation_shape": [5]}, altered)
-    expect_error(tiny_ppo(run_name="ppo", resume=str(altered)), "shapes", run=train)
-
-
-@pytest.mark.parametrize("norm_reward", [True, False])
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_ppo, norm_reward):
-    # Step 300 pays an infinite reward, inside the second rollout; a checkpoint after the first.
-    args = tiny_ppo(env_id="tests.toy_envs:InfiniteReward-v0", norm_reward=norm_reward, checkpoint_every=256)
-    message = expect_error(args, "non-finite", "Last good checkpoint", run=train)
-    assert "at step 512" in message and "(step 256)" in message
-    checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
-    assert checkpoint["global_step"] == 256
-    assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
-
-
 def test_a_checkpoint_with_a_flag_since_removed_still_resumes():
     from dataclasses import asdict
 
@@ -348,39 +220,8 @@ def test_a_checkpoint_with_a_flag_since_removed_still_resumes():
     # Checkpoints written before --preset was dropped (its values sit in the other fields).
     saved = {**asdict(Args(log_std_init=-0.5, seed=7)), "preset": "halfcheetah"}
     checkpoint = {"algorithm": "ppo", "kind": "training", "args": saved}
-    args = cli.args_for_resume(Args(resume="old.pt"), checkpoint, "old.pt", "ppo")
+    args = cli.saved_args(Args, checkpoint, "old.pt")
     assert (args.log_std_init, args.seed, args.resume) == (-0.5, 7, "old.pt")
-
-
-def test_crafted_pickle_is_refused_not_executed(tiny_ppo, tmp_path):
-    crafted, marker = crafted_checkpoint(tmp_path)
-    expect_error(tiny_ppo(resume=str(crafted)), "refused to load", "system", run=train)
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--env-id", "Walker2d-v9"], "unknown env id 'Walker2d-v9'"),
-        (["--total-timesteps", "abc"], "Error parsing --total-timesteps: invalid literal for int()"),
-        (["--no-such-flag", "3"], "Unrecognized options: --no-such-flag"),
-        (["--activation", "sigmoid"], "invalid choice 'sigmoid' for argument '--activation'"),
-    ],
-)
-def test_command_line_errors_are_one_line(flags, message):
-    # Not tyro's box of many lines, nor a traceback: the whole of stderr is the one line.
-    result = subprocess.run(
-        [sys.executable, "ppo_continuous.py", *flags], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-
-
-def test_non_finite_learning_rate_is_refused_before_anything_runs(tiny_ppo):
-    args = tiny_ppo(learning_rate=float("inf"))
-    expect_error(args, "--learning-rate must be a finite number", run=train)
-    assert not os.path.exists(run_dir(args))
 
 
 def test_a_cleanrl_command_line_runs_unchanged(tmp_path):
@@ -429,8 +270,8 @@ def test_a_one_step_minibatch_left_over_does_not_poison_the_update(tiny_ppo):
     checkpoint = load(os.path.join(run_dir(args), "checkpoint.pt"))
     assert checkpoint["global_step"] == args.total_timesteps
     assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
-    expect_error(tiny_ppo(minibatch_size=1), "one-step minibatches", run=train)
-    expect_error(tiny_ppo(num_minibatches=256), "one-step minibatches", run=train)
+    expect_error(tiny_ppo(minibatch_size=1), "one-step minibatches")
+    expect_error(tiny_ppo(num_minibatches=256), "one-step minibatches")
     train(
         tiny_ppo(run_name="no_norm", minibatch_size=1, norm_adv=False, total_timesteps=256, update_epochs=1)
     )
@@ -467,9 +308,9 @@ def test_a_shaped_network_and_a_kl_adaptive_learning_rate_train_and_load(tiny_pp
     assert learning_rate != 3e-4 and 1e-6 <= learning_rate <= 1e-2  # it moved, within its bounds
     policy = ppo_continuous.load_policy(os.path.join(run_dir(args), "final_model.pt"))
     assert policy(np.zeros(3, dtype=np.float32)).shape == (1,) and np.isfinite(summary["final_eval_mean"])
-    expect_error(tiny_ppo(kl_adaptive_lr=0.008), "--no-anneal-lr", run=train)
-    expect_error(tiny_ppo(hidden_sizes=(32, 0)), "--hidden-sizes must all be positive", run=train)
-    expect_error(tiny_ppo(minibatch_size=5000), "--minibatch-size 5000 is larger", run=train)
+    expect_error(tiny_ppo(kl_adaptive_lr=0.008), "--no-anneal-lr")
+    expect_error(tiny_ppo(hidden_sizes=(32, 0)), "--hidden-sizes must all be positive")
+    expect_error(tiny_ppo(minibatch_size=5000), "--minibatch-size 5000 is larger")
 
 
 def test_norm_value_and_reward_scale_still_learn_the_known_values(tiny_ppo):
@@ -519,11 +360,11 @@ def test_env_workers_give_the_same_numbers_as_one_process(tiny_ppo):
     ]
     a, b = (load(os.path.join(tiny_ppo().runs_dir, name, "checkpoint.pt")) for name in ("w0", "w3"))
     assert_same_training_state(a, b)
-    for state_a, state_b in zip(a["rollout"]["env_states"], b["rollout"]["env_states"], strict=True):
+    for state_a, state_b in zip(a["loop_state"]["env_states"], b["loop_state"]["env_states"], strict=True):
         assert torch.equal(state_a["mujoco"], state_b["mujoco"])
     assert summaries[0]["final_eval_mean"] == summaries[1]["final_eval_mean"]
-    expect_error(tiny_ppo(env_workers=2, async_envs=True), "give one", run=train)
-    expect_error(tiny_ppo(reward_scale=0.0), "--reward-scale must be positive", run=train)
+    expect_error(tiny_ppo(env_workers=2, async_envs=True), "give one")
+    expect_error(tiny_ppo(reward_scale=0.0), "--reward-scale must be positive")
 
 
 def test_ctrl_c_with_async_envs_writes_a_checkpoint(tmp_path):
@@ -553,7 +394,7 @@ def test_ctrl_c_with_env_workers_saves_their_envs_and_resumes_exactly(tiny_ppo, 
     out, err = process.communicate(timeout=60)
     # The signal lands thousands of steps before the end: a run that finishes anyway ignored it.
     assert process.returncode == 128 + signal.SIGINT and "--resume" in out, err
-    assert all(state is not None for state in load(checkpoint)["rollout"]["env_states"])
+    assert all(state is not None for state in load(checkpoint)["loop_state"]["env_states"])
     process = start_ppo(["--resume", checkpoint])
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from actor_critic import tune
+from actor_critic.algorithms import ALGORITHMS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(REPO, "benchmark.sh")
@@ -203,6 +204,9 @@ def test_a_combination_the_script_refuses_fails_its_trial_and_the_study_goes_on(
         (["--trials", "0"], "--trials must be at least 1"),
         (["--validate-seeds", "1"], "--validate-seeds must be seeds the study never saw"),
         (["--study", "../x"], "--study '../x' must be one name"),
+        (["--study", ".."], "--study '..' must be one name, a folder inside --runs-dir"),
+        (["--study=-x"], "--study '-x' must be one name"),
+        (["--label", "../x"], "--label '../x' must be one name, a folder inside --runs-dir"),
         (["--envs", "Walker2d-v4 Pendulum-v1"], "no reference score to normalize Pendulum-v1 by"),
         (["--validate-seeds", " "], "--validate-seeds is empty: give seeds, or --no-validate"),
     ],
@@ -255,7 +259,7 @@ def test_the_default_space_leaves_out_what_set_fixes_and_space_adds_to_it():
     assert "gae-lambda" in space
     assert tune.study_space("ppo", "gamma=0.9:0.95", {}, False) == {"gamma": "0.9:0.95"}
     for algo in ("ppo", "sac"):  # each default space is valid for its script
-        module = tune.sweep.load_script(algo)
+        module = ALGORITHMS[algo].module()
         tune.make_space(algo, module.TUNING_SPACE, {})
 
 

@@ -2,9 +2,9 @@
 
     python tools/check_published.py [runs/published]
 
-Each run directory's final_model.pt is played with enjoy.py's own code (its algorithm's loader,
-the run's own evaluation seeds, deterministic policy, no drawing), and the mean return must equal
-summary.json's final_eval_mean exactly. Exit status 0 only if every run matches. It takes a few
+Each finished run's final_model.pt is scored by enjoy.py's own scoring function (its algorithm's
+loader, the run's own evaluation seeds, deterministic policy, no drawing), and the mean return must
+equal summary.json's final_eval_mean exactly. Exit status 0 only if every run matches. It takes a few
 minutes (59 runs, 10 episodes each).
 
 Exactly, that is, on the kind of CPU that ran the final evaluation: another kind rounds the
@@ -25,6 +25,8 @@ import time
 import enjoy
 from actor_critic import training
 from actor_critic.algorithms import REPO_ROOT
+from actor_critic.cli import fail
+from actor_critic.run_directory import FINAL_MODEL, SUMMARY, find_runs
 
 REPO = REPO_ROOT
 
@@ -46,27 +48,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("folder", nargs="?", default=os.path.join(REPO, "runs", "published"))
     folder = parser.parse_args(argv).folder
     if not os.path.isdir(folder):
-        raise SystemExit(f"error: {folder} is not a directory")
-    runs = sorted(
-        entry.path
-        for entry in os.scandir(folder)
-        if entry.is_dir() and os.path.exists(os.path.join(entry.path, "final_model.pt"))
-    )
+        fail(f"{folder} is not a directory")
+    # Finished runs only: the final evaluation to compare against is in their summary.json.
+    runs = [
+        run for run in find_runs([folder], finished=True) if os.path.isfile(os.path.join(run, FINAL_MODEL))
+    ]
     if not runs:
-        raise SystemExit(f"error: no run directories with a final_model.pt in {folder}")
+        fail(f"no finished run directories with a {FINAL_MODEL} in {folder}")
     mismatches, started, here = 0, time.time(), training.cpu_name()
     for run in runs:
-        summary = json.load(open(os.path.join(run, "summary.json")))
+        with open(os.path.join(run, SUMMARY)) as f:
+            summary = json.load(f)
         expected, episodes = summary["final_eval_mean"], summary["final_eval_episodes"]
-        args = enjoy.Args(
-            checkpoint=(os.path.join(run, "final_model.pt"),), eval_episodes=episodes, render=False
-        )
-        with open(os.devnull, "w") as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                scored = enjoy.main(args)["results"][0]["mean"]
-            finally:
-                sys.stdout = stdout
+        args = enjoy.Args(checkpoint=(os.path.join(run, FINAL_MODEL),), eval_episodes=episodes, render=False)
+        scored = enjoy.score(args).results[0].mean
         same = scored == expected
         mismatches += not same
         print(

@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 import plot
+from actor_critic import run_directory
 
 LOSS, Q_VALUES, ALPHA = "losses/qf_loss", "losses/qf1_values", "losses/alpha"
 TRAIN_RETURN, EVAL_RETURN = "charts/episodic_return", "eval/episodic_return"
@@ -150,9 +151,7 @@ def main(argv: list[str]) -> int:
     if options.window <= 0 or options.baseline < options.window or options.factor <= BACK_UNDER:
         parser.error(f"need --window > 0, --baseline >= --window and --factor > {BACK_UNDER:g}")
     for run_dir in options.runs:
-        if not os.path.isdir(run_dir) or not any(
-            name.startswith("events.out.tfevents.") for name in os.listdir(run_dir)
-        ):
+        if not run_directory.event_files(run_dir):  # also a path that is no directory
             raise SystemExit(f"error: {run_dir} is not a run directory with TensorBoard files")
     print(
         "\n\n".join(

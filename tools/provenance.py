@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-NOT_RUNS = {"gifs", "report"}
-EVENT_PREFIX = "events.out.tfevents."
+from actor_critic import run_directory
+from actor_critic.run_directory import EVENTS_PREFIX, FINAL_MODEL, SUMMARY
 
 
 class ProvenanceError(Exception):
@@ -138,7 +138,7 @@ def read_json(path: Path) -> dict:
 
 def saved_threads(run_dir: Path) -> int | None:
     """args["threads"] of final_model.pt (the settings of the session that finished the run)."""
-    path = run_dir / "final_model.pt"
+    path = run_dir / FINAL_MODEL
     if not path.exists():
         return None
     import torch  # here, not at the top: only this reads a torch file
@@ -156,10 +156,11 @@ def event_files(run_dir: Path) -> list[Path]:
     """The run's event files, oldest session first (by the timestamp in the name)."""
 
     def created(path: Path) -> tuple[int, str]:
-        stamp = path.name[len(EVENT_PREFIX) :].split(".", 1)[0]
+        stamp = path.name[len(EVENTS_PREFIX) :].split(".", 1)[0]
         return (int(stamp) if stamp.isdigit() else 0, path.name)
 
-    return sorted((p for p in run_dir.glob(EVENT_PREFIX + "*") if p.is_file()), key=created)
+    files = (run_dir / name for name in run_directory.event_files(str(run_dir)))
+    return sorted((path for path in files if path.is_file()), key=created)
 
 
 def is_scalar(value: Any) -> bool:
@@ -219,7 +220,7 @@ def sessions_from_summary(raw: Any, path: Path) -> list[Session]:
 
 
 def provenance(run_dir: Path) -> Provenance:
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / SUMMARY
     summary = read_json(summary_path)
     wall = summary.get("wall_clock_s")
     wall = float(wall) if isinstance(wall, int | float) else None
@@ -246,7 +247,8 @@ def provenance(run_dir: Path) -> Provenance:
 
 
 def run_dirs(paths: list[str]) -> list[Path]:
-    """Each path is a run directory or a folder of them; bad input raises ProvenanceError."""
+    """The finished runs of each path, a run directory or a folder of them (as plot.py finds runs),
+    in the order given; bad input raises ProvenanceError."""
     found = []
     for name in paths:
         path = Path(name)
@@ -254,13 +256,10 @@ def run_dirs(paths: list[str]) -> list[Path]:
             raise ProvenanceError(f"{name} does not exist")
         if not path.is_dir():
             raise ProvenanceError(f"{name} is not a directory (give a run directory or a folder of runs)")
-        if (path / "summary.json").is_file():
-            found.append(path)
-            continue
-        runs = sorted(p for p in path.iterdir() if p.name not in NOT_RUNS and (p / "summary.json").is_file())
+        runs = run_directory.find_runs([name], finished=True)  # only a finished run has a provenance
         if not runs:
-            raise ProvenanceError(f"{name} holds no run directories (a run directory holds summary.json)")
-        found.extend(runs)
+            raise ProvenanceError(f"{name} holds no finished runs (a finished run directory holds {SUMMARY})")
+        found.extend(Path(run) for run in runs)
     return found
 
 

@@ -1,10 +1,10 @@
-"""plumbing.py on its own: flag roles, checks, envs and their state, checkpoint I/O, resume, the
-run directory, signals, progress and evaluation."""
+"""The actor_critic package on its own (cli, environments, checkpoints, training, run_directory):
+flag roles, checks, envs and their state, checkpoint I/O, resume, the run directory, signals,
+progress and evaluation."""
 
 import dataclasses
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -18,19 +18,7 @@ import torch
 import ppo_continuous
 import sac_continuous
 from actor_critic import checkpoints, cli, environments, run_directory, training
-from tests.test_sac import RunsCode
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def error_of(function, *args, **kwargs) -> str:
-    """The one line a bad input ends with."""
-    with pytest.raises(SystemExit) as raised:
-        function(*args, **kwargs)
-    message = str(raised.value.code)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
-
+from tests.helpers import REPO, crafted_checkpoint, error_of
 
 # --------------------------------------------------------------------------------------------
 # Which flags define a run
@@ -92,12 +80,8 @@ def test_non_finite_numbers_are_refused(bad):
 
 
 def test_number_checks():
-    assert "--count must be positive" in error_of(
-        cli.check_numbers, Numbers(count=0), positive=("count",)
-    )
-    assert "must not be negative" in error_of(
-        cli.check_numbers, Numbers(count=-1), non_negative=("count",)
-    )
+    assert "--count must be positive" in error_of(cli.check_numbers, Numbers(count=0), positive=("count",))
+    assert "must not be negative" in error_of(cli.check_numbers, Numbers(count=-1), non_negative=("count",))
     assert "[0, 1]" in error_of(cli.check_numbers, Numbers(fraction=1.5), unit_interval=("fraction",))
     cli.check_numbers(Numbers(), positive=("rate", "count"), non_negative=("optional",))  # None is fine
 
@@ -109,7 +93,9 @@ def test_number_checks():
 
 def test_env_errors_are_one_line():
     assert "HalfCheetah-v4" in error_of(environments.make_env, "HalfCheeta-v4", "SAC")
-    assert "SAC needs a continuous (Box) action space" in error_of(environments.make_env, "CartPole-v1", "SAC")
+    assert "SAC needs a continuous (Box) action space" in error_of(
+        environments.make_env, "CartPole-v1", "SAC"
+    )
     env = environments.make_env("Pendulum-v1", "SAC", bounded=True)
     assert isinstance(env.action_space, gym.spaces.Box)
     env.close()
@@ -299,9 +285,9 @@ def test_load_checkpoint_refuses_what_is_not_ours(tmp_path):
     assert "not a checkpoint of this project" in error_of(
         checkpoints.load_checkpoint, str(tmp_path / "foreign.pt")
     )
-    torch.save(a_checkpoint(format_version=2), tmp_path / "v2.pt")
-    assert "format version 2" in error_of(
-        checkpoints.load_checkpoint, str(tmp_path / "v2.pt"), reader="enjoy.py"
+    torch.save(a_checkpoint(format_version=3), tmp_path / "v3.pt")
+    assert "format version 3, enjoy.py reads versions 1 to 2" in error_of(
+        checkpoints.load_checkpoint, str(tmp_path / "v3.pt"), reader="enjoy.py"
     )
     damaged = a_checkpoint()
     del damaged["action_low"]
@@ -310,53 +296,82 @@ def test_load_checkpoint_refuses_what_is_not_ours(tmp_path):
 
 
 def test_loading_a_crafted_file_runs_no_code(tmp_path):
-    marker, crafted = tmp_path / "code_ran", tmp_path / "crafted.pt"
-    torch.save(
-        {"format": checkpoints.CHECKPOINT_FORMAT, "payload": RunsCode(marker)}, crafted, pickle_module=pickle
-    )
+    crafted, marker = crafted_checkpoint(tmp_path)
     message = error_of(checkpoints.load_checkpoint, str(crafted))
     assert "refused to load" in message and "system" in message
     assert not marker.exists()
 
 
-def test_resume_merges_saved_and_given_flags():
-    saved = dataclasses.asdict(sac_continuous.Args(gamma=0.98, total_timesteps=500, run_name="r"))
-    saved["a_flag_since_removed"] = 3  # an old checkpoint: its value is in the other fields
-    checkpoint = {"algorithm": "sac", "kind": "training", "args": saved}
-    given = sac_continuous.Args(resume="r/checkpoint.pt", total_timesteps=900, threads=2)
-    args = cli.args_for_resume(given, checkpoint, "r/checkpoint.pt", "sac")
-    assert (args.gamma, args.total_timesteps, args.threads, args.run_name) == (0.98, 900, 2, "r")
-    contradiction = sac_continuous.Args(resume="r/checkpoint.pt", gamma=0.9)
-    message = error_of(cli.args_for_resume, contradiction, checkpoint, "r/checkpoint.pt", "sac")
-    assert "trained with --gamma 0.98, not 0.9" in message
-    ppo_given = ppo_continuous.Args(resume="r/checkpoint.pt")
-    assert "resume it with sac_continuous.py" in error_of(
-        cli.args_for_resume, ppo_given, checkpoint, "r/checkpoint.pt", "ppo"
+def a_training_checkpoint(path, **saved_flags) -> str:
+    """A training checkpoint file whose run was trained with these flags (and nothing else in it)."""
+    record = a_checkpoint(kind="training", args=dataclasses.asdict(sac_continuous.Args(**saved_flags)))
+    record["args"]["a_flag_since_removed"] = 3  # an old checkpoint: its value is in the other fields
+    torch.save(record, path)
+    return str(path)
+
+
+def test_a_resume_lays_the_saved_flags_under_the_command_line(tmp_path):
+    path = a_training_checkpoint(tmp_path / "checkpoint.pt", gamma=0.98, total_timesteps=500, run_name="r")
+    args = cli.command_line(
+        sac_continuous.Args, ["--resume", path, "--total-timesteps", "900", "--threads", "2"]
     )
-    policy_only = {**checkpoint, "kind": "model"}
-    assert "policy only" in error_of(cli.args_for_resume, given, policy_only, "r/checkpoint.pt", "sac")
+    assert (args.gamma, args.total_timesteps, args.threads, args.run_name, args.resume) == (
+        0.98,
+        900,
+        2,
+        "r",
+        path,
+    )
+    saved = checkpoints.load_checkpoint(path)
+    cli.check_resume(args, saved)  # what may change did; the rest is the run's own
+    # From Python, resume_args does what the command line does.
+    assert cli.resume_args(sac_continuous.Args, path, total_timesteps=900, threads=2) == args
+    # A flag that may not change is refused, from the command line and from Python alike.
+    contradiction = cli.command_line(sac_continuous.Args, ["--resume", path, "--gamma", "0.9"])
+    assert "trained with --gamma 0.98, not 0.9" in error_of(cli.check_resume, contradiction, saved)
+    python_built = sac_continuous.Args(resume=path, gamma=0.98, total_timesteps=500)  # run_name differs
+    assert "trained with --run-name r, not None" in error_of(cli.check_resume, python_built, saved)
+    # The other algorithm's script, and a policy-only file, are refused before anything parses.
+    assert "resume it with sac_continuous.py" in error_of(
+        cli.command_line, ppo_continuous.Args, ["--resume", path]
+    )
+    policy_only = a_checkpoint()
+    torch.save(policy_only, tmp_path / "final_model.pt")
+    assert "policy only" in error_of(
+        cli.command_line, sac_continuous.Args, ["--resume", str(tmp_path / "final_model.pt")]
+    )
 
 
-def test_a_flag_given_on_the_command_line_counts_even_at_its_default():
+def test_a_flag_given_on_the_command_line_counts_even_at_its_default(tmp_path):
     # A 500-step run lengthened to the default total (1M here), and its buffer no longer saved:
     # both values are defaults, so only the command line can tell that they were asked for.
-    saved = dataclasses.asdict(sac_continuous.Args(total_timesteps=500, save_buffer=True, gamma=0.98))
-    checkpoint = {"algorithm": "sac", "kind": "training", "args": saved}
-    argv = ["--resume", "r/checkpoint.pt", "--total_timesteps=1000000", "--no-save-buffer", "--no-cuda"]
-    given = cli.given_flags(sac_continuous.Args, argv)
-    assert given == {"resume", "total_timesteps", "save_buffer", "cuda"}
-    cli_args = sac_continuous.Args(resume="r/checkpoint.pt", cuda=False)
-    args = cli.args_for_resume(cli_args, checkpoint, "r/checkpoint.pt", "sac", given)
-    assert (args.total_timesteps, args.save_buffer, args.cuda, args.gamma) == (1_000_000, False, False, 0.98)
-    # Without the command line (Args built in Python), a default value reads as not given.
-    args = cli.args_for_resume(cli_args, checkpoint, "r/checkpoint.pt", "sac")
-    assert (args.total_timesteps, args.save_buffer) == (500, True)
-    # And a flag that may not change is refused even at its default, once it was given.
-    gamma_given = cli.given_flags(
-        sac_continuous.Args, ["--resume", "r/checkpoint.pt", "--gamma", "0.99"]
+    path = a_training_checkpoint(
+        tmp_path / "checkpoint.pt", total_timesteps=500, save_buffer=True, gamma=0.98
     )
-    message = error_of(cli.args_for_resume, cli_args, checkpoint, "r/checkpoint.pt", "sac", gamma_given)
+    argv = ["--resume", path, "--total_timesteps=1000000", "--no-save-buffer", "--no-cuda"]
+    args = cli.command_line(sac_continuous.Args, argv)
+    assert (args.total_timesteps, args.save_buffer, args.cuda, args.gamma) == (1_000_000, False, False, 0.98)
+    # Flags not given keep their saved values, even where those are not the defaults.
+    args = cli.command_line(sac_continuous.Args, ["--resume", path])
+    assert (args.total_timesteps, args.save_buffer, args.gamma) == (500, True, 0.98)
+    # And a flag that may not change is refused even at its default, once it was given.
+    gamma_given = cli.command_line(sac_continuous.Args, ["--resume", path, "--gamma", "0.99"])
+    message = error_of(cli.check_resume, gamma_given, checkpoints.load_checkpoint(path))
     assert "trained with --gamma 0.98, not 0.99" in message
+
+
+def test_a_checkpoint_of_format_version_1_is_upgraded_on_load(tmp_path):
+    # Version 1 kept the loop's state and the run's record in one "rollout"; version 2 parts them.
+    rollout = {"update_count": 7, "obs": torch.ones(3), "wandb_id": "abc", "wall_clock": 1.5, "sessions": []}
+    version_1 = a_checkpoint(format_version=1, kind="training", rollout=rollout)
+    torch.save(version_1, tmp_path / "v1.pt")
+    loaded = checkpoints.load_checkpoint(str(tmp_path / "v1.pt"))
+    assert loaded["format_version"] == checkpoints.CHECKPOINT_VERSION == 2 and "rollout" not in loaded
+    assert loaded["run"] == {"wandb_id": "abc", "wall_clock": 1.5, "sessions": []}
+    assert loaded["loop_state"]["update_count"] == 7 and torch.equal(
+        loaded["loop_state"]["obs"], torch.ones(3)
+    )
+    assert checkpoints.upgrade(loaded) == loaded  # today's version is left as it is
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,32 +493,3 @@ def test_a_non_finite_stop_gives_back_the_signal_handlers(tmp_path):
 
 def test_huge_integers_are_checked_without_overflow():
     cli.check_numbers(Numbers(count=10**400), positive=("count",))
-
-
-@pytest.mark.parametrize("module", [sac_continuous, ppo_continuous])
-def test_damaged_files_are_one_line(module, tmp_path):
-    policy_key = "actor" if module is sac_continuous else "agent"
-    envs = environments.make_vector_env("Pendulum-v1", 1, "SAC")
-    args = dataclasses.asdict(module.Args(env_id="Pendulum-v1", hidden_size=-1, run_name="r"))
-    record = checkpoints.policy_record(
-        module.Args(), module.ALGORITHM, envs, 100, **{policy_key: {}}, obs_rms=None
-    )
-    envs.close()
-    torch.save({**record, "args": args}, tmp_path / "bad_size.pt")
-    assert "is damaged" in error_of(module.load_policy, str(tmp_path / "bad_size.pt"))
-    # A training checkpoint without its networks: the resume says so in one line.
-    training = {**record, "kind": "training", "rollout": {"wandb_id": "x", "wall_clock": 0.0}}
-    training["args"] = {
-        **dataclasses.asdict(module.Args(env_id="Pendulum-v1", run_name="r")),
-        "hidden_size": 8,
-    }
-    os.makedirs(tmp_path / "r")
-    torch.save(training, tmp_path / "r" / "checkpoint.pt")
-    resume = module.Args(resume=str(tmp_path / "r" / "checkpoint.pt"))
-    assert "is damaged: it does not restore" in error_of(module.train, resume)
-
-
-@pytest.mark.parametrize("module", [sac_continuous, ppo_continuous])
-def test_a_negative_seed_is_one_line(module, tmp_path):
-    args = module.Args(env_id="Pendulum-v1", seed=-1, runs_dir=str(tmp_path))
-    assert "--seed must not be negative" in error_of(module.train, args)
