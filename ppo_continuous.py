@@ -545,22 +545,18 @@ class LoopState:
         return {
             "iteration": self.iteration,
             "raw_obs": torch.as_tensor(self.raw_obs),
-            **self.episodes.state_dict(),
+            **training.envs_state(envs, self.episodes),
             "discounted_returns": torch.as_tensor(self.discounted_returns),
             "action_rng": self.action_rng.bit_generator.state,
-            "env_states": environments.get_env_states(envs),
         }
 
-    def load_state_dict(self, rollout: dict, global_step: int, envs, args: Args) -> None:
-        self.global_step, self.iteration = global_step, rollout["iteration"]
-        self.action_rng.bit_generator.state = rollout["action_rng"]
-        restored = environments.set_env_states(envs, rollout["env_states"], rollout["prev_done"].numpy())
-        self.episodes.load_state_dict(rollout, episodes_too=restored)
-        if restored:
-            self.raw_obs = rollout["raw_obs"].numpy()
-            self.discounted_returns = rollout["discounted_returns"].numpy().copy()
+    def load_state_dict(self, saved: dict, global_step: int, envs, args: Args) -> None:
+        self.global_step, self.iteration = global_step, saved["iteration"]
+        self.action_rng.bit_generator.state = saved["action_rng"]
+        if training.restore_envs(envs, saved, self.episodes, args.env_id):
+            self.raw_obs = saved["raw_obs"].numpy()
+            self.discounted_returns = saved["discounted_returns"].numpy().copy()
         else:
-            print(f"note: the state of {args.env_id} cannot be saved here; resumed episodes start afresh")
             self.raw_obs, _ = envs.reset(seed=args.seed + global_step)
 
 
@@ -578,12 +574,10 @@ def save_checkpoint(run, args: Args, envs, state: LoopState, learner: Learner, f
 def restore_checkpoint(
     checkpoint: dict, args: Args, envs, state: LoopState, learner: Learner, device
 ) -> None:
-    try:
+    with checkpoints.restoring(args.resume):
         learner.load_state_dict(checkpoint)
         checkpoints.set_rng_states(checkpoint, device)
         state.load_state_dict(checkpoint["loop_state"], checkpoint["global_step"], envs, args)
-    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
-        fail(f"{args.resume} is damaged: it does not restore ({cli.first_line(error)[:160]})")
     print(f"resuming {args.run_name} at step {state.global_step}")
 
 
@@ -642,13 +636,7 @@ def train(args: Args) -> dict:
     state = LoopState(raw_obs, episodes, discounted_returns, np.random.default_rng(args.seed))
     if checkpoint is not None:
         restore_checkpoint(checkpoint, args, envs, state, learner, device)
-    eval_env = (
-        environments.make_eval_env(args.env_id, "this PPO", args.capture_video)
-        if args.eval_episodes
-        else None
-    )
-    run.open_logs(state.global_step)
-    progress = training.Progress(run.dir, num_iterations * batch_size, state.global_step)
+    run.open_logs(state.global_step, total_steps=num_iterations * batch_size)
     last_eval, warm_up = None, None  # warm_up: (time, step) after this process's first iteration
     low, high = act_space.low, act_space.high
     next_obs = normalized(obs_rms, state.raw_obs)
@@ -713,34 +701,21 @@ def train(args: Args) -> dict:
 
         # ----- evaluate, checkpoint, report -----
         finished = state.iteration >= num_iterations
-        if eval_env is not None and (
-            training.crossed(state.global_step, batch_size, args.eval_every) or finished
-        ):
-            last_eval = run.evaluate(
-                policy_function(agent, obs_rms, low, high, device), eval_env, state.global_step
-            )
-        if (
-            training.crossed(state.global_step, batch_size, args.checkpoint_every)
-            or finished
-            or run.stop_signal
-        ):
+        if run.evaluation_due(state.global_step, batch_size, finished):
+            last_eval = run.evaluate(policy_function(agent, obs_rms, low, high, device), state.global_step)
+        if run.checkpoint_due(state.global_step, batch_size, finished):
             save_checkpoint(run, args, envs, state, learner, finished, device)
-        last_mean = last_eval[0] if last_eval else None
-        progress.update(state.global_step, state.episodes, last_mean, finished or bool(run.stop_signal))
-        if not finished:
-            run.exit_if_signalled(state.global_step, envs)
+        run.report(state.global_step, state.episodes, last_eval, finished, envs)
 
-    if last_eval is None and eval_env is not None:  # resumed a finished run: evaluate it again
+    if last_eval is None and run.eval_env is not None:  # resumed a finished run: evaluate it again
         policy = policy_function(agent, obs_rms, low, high, device)
-        last_eval = run.evaluate(policy, eval_env, state.global_step, log=False)
+        last_eval = run.evaluate(policy, state.global_step, log=False)
     if run.needs_final_save(state.global_step):
         save_checkpoint(run, args, envs, state, learner, True, device)
     steady_sps = None
     if warm_up is not None and state.global_step > warm_up[1]:
         steady_sps = round((state.global_step - warm_up[1]) / (time.time() - warm_up[0]), 2)
     envs.close()
-    if eval_env is not None:
-        eval_env.close()
     protocol = (
         "deterministic policy (the Gaussian mean), frozen observation normalization, one seeded episode each"
     )

@@ -408,24 +408,19 @@ class LoopState:
     def state_dict(self, envs) -> dict:
         return {
             "obs": torch.as_tensor(self.obs),
-            **self.episodes.state_dict(),
-            "env_states": environments.get_env_states(envs),
+            **training.envs_state(envs, self.episodes),
             "action_space_rng": envs.action_space.np_random.bit_generator.state,
             "learning_starts_at": self.learning_starts_at,
             "update_count": self.update_count,
         }
 
-    def load_state_dict(self, rollout: dict, global_step: int, envs, args: Args) -> None:
-        self.global_step, self.update_count = global_step, rollout["update_count"]
-        self.learning_starts_at = rollout["learning_starts_at"]
-        envs.action_space.np_random.bit_generator.state = rollout["action_space_rng"]
-        prev_done = rollout["prev_done"].numpy()
-        restored = environments.set_env_states(envs, rollout["env_states"], prev_done)
-        self.episodes.load_state_dict(rollout, episodes_too=restored)
-        if restored:
-            self.obs = rollout["obs"].numpy()
+    def load_state_dict(self, saved: dict, global_step: int, envs, args: Args) -> None:
+        self.global_step, self.update_count = global_step, saved["update_count"]
+        self.learning_starts_at = saved["learning_starts_at"]
+        envs.action_space.np_random.bit_generator.state = saved["action_space_rng"]
+        if training.restore_envs(envs, saved, self.episodes, args.env_id):
+            self.obs = saved["obs"].numpy()
         else:
-            print(f"note: the state of {args.env_id} cannot be saved; resumed episodes start afresh")
             self.obs, _ = envs.reset(seed=args.seed + global_step)
 
 
@@ -449,14 +444,12 @@ def save_checkpoint(
 def restore_checkpoint(
     checkpoint: dict, args: Args, envs, state: LoopState, learner: Learner, rb, device
 ) -> None:
-    try:
+    with checkpoints.restoring(args.resume):
         learner.load_state_dict(checkpoint)
         checkpoints.set_rng_states(checkpoint, device)
         state.load_state_dict(checkpoint["loop_state"], checkpoint["global_step"], envs, args)
         if "buffer" in checkpoint:
             rb.load_state_dict(checkpoint["buffer"])
-    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
-        fail(f"{args.resume} is damaged: it does not restore ({cli.first_line(error)[:160]})")
     if "buffer" not in checkpoint and state.global_step < args.total_timesteps:
         # Without a saved buffer, refill it with the current policy before updating again (a step
         # of every env at least: the first may be all reset steps, which store nothing).
@@ -526,11 +519,7 @@ def train(args: Args) -> dict:
     )
     if checkpoint is not None:
         restore_checkpoint(checkpoint, args, envs, state, learner, rb, device)
-    eval_env = (
-        environments.make_eval_env(args.env_id, "SAC", args.capture_video) if args.eval_episodes else None
-    )
     run.open_logs(state.global_step)
-    progress = training.Progress(run.dir, args.total_timesteps, state.global_step)
     qf_params, qf_target_params = list(learner.qf.parameters()), list(learner.qf_target.parameters())
     losses, last_eval, update_start = {}, None, None  # update_start: (time, step) of the first update
     obs_t = torch.as_tensor(state.obs, dtype=torch.float32, device=device)
@@ -587,24 +576,16 @@ def train(args: Args) -> dict:
 
         # ----- evaluate, checkpoint, report -----
         finished = state.global_step >= args.total_timesteps
-        evaluate_now = training.crossed(state.global_step, args.num_envs, args.eval_every) or finished
-        if eval_env is not None and evaluate_now:
+        if run.evaluation_due(state.global_step, args.num_envs, finished):
             check_finite(run, state, learner, args.num_envs)
-            last_eval = run.evaluate(policy_function(actor, device), eval_env, state.global_step)
-        if (
-            training.crossed(state.global_step, args.num_envs, args.checkpoint_every)
-            or finished
-            or run.stop_signal
-        ):
+            last_eval = run.evaluate(policy_function(actor, device), state.global_step)
+        if run.checkpoint_due(state.global_step, args.num_envs, finished):
             check_finite(run, state, learner, args.num_envs)  # the last good checkpoint stays
             save_checkpoint(run, args, envs, state, learner, rb, finished, device)
-        last_mean = last_eval[0] if last_eval else None
-        progress.update(state.global_step, state.episodes, last_mean, finished or bool(run.stop_signal))
-        if not finished:
-            run.exit_if_signalled(state.global_step, envs)
+        run.report(state.global_step, state.episodes, last_eval, finished, envs)
 
-    if last_eval is None and eval_env is not None:  # resumed a finished run: evaluate it again
-        last_eval = run.evaluate(policy_function(actor, device), eval_env, state.global_step, log=False)
+    if last_eval is None and run.eval_env is not None:  # resumed a finished run: evaluate it again
+        last_eval = run.evaluate(policy_function(actor, device), state.global_step, log=False)
     if run.needs_final_save(state.global_step):
         check_finite(run, state, learner, args.num_envs)
         save_checkpoint(run, args, envs, state, learner, rb, True, device)
@@ -612,8 +593,6 @@ def train(args: Args) -> dict:
     if update_start is not None:
         update_sps = round((state.global_step - update_start[1]) / (time.time() - update_start[0]), 2)
     envs.close()
-    if eval_env is not None:
-        eval_env.close()
     protocol = "deterministic policy (tanh of the mean), one seeded episode each"
     return run.finish(last_eval, protocol, state.global_step, device, update_phase_sps=update_sps)
 

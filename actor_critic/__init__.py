@@ -13,5 +13,7 @@ One module per concern; none holds any algorithm:
 
 import warnings
 
+import gymnasium  # noqa: F401  (first: importing it puts its own DeprecationWarning filter in front)
+
 # The -v4 ids are this project's default on purpose; their deprecation notice is noise here.
 warnings.filterwarnings("ignore", message=".*is out of date.*")

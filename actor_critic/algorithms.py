@@ -1,8 +1,9 @@
 """The algorithms this project trains, one entry each: every reader of runs and checkpoints (resume,
 enjoy.py, plot.py, sweeps, tuning, the tools) takes its list from here.
 
-To add an algorithm: write its script at the repository's root (Args, check_args, train, and
-load_policy / policy_from_checkpoint), then add it below.
+To add an algorithm: write its script at the repository's root (ALGORITHM, Args, check_args,
+train, load_policy and policy_from_checkpoint), add it below, and name it in pyproject.toml's
+py-modules (the editable install maps only the modules listed there).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ code from the file), and older versions upgraded on load. docs/checkpoints.md de
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -116,7 +117,8 @@ def load_checkpoint(path: str, reader: str = "this project", mmap: bool = False)
             reason = "not a pickle of tensors and plain values"
         fail(f"cannot read checkpoint {path}: {reason[:160]}")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        fail(f"{path} is not a checkpoint of this project (sac_continuous.py or ppo_continuous.py)")
+        scripts = " or ".join(algorithm.script for algorithm in ALGORITHMS.values())
+        fail(f"{path} is not a checkpoint of this project ({scripts})")
     if checkpoint.get("format_version") not in range(1, CHECKPOINT_VERSION + 1):
         fail(
             f"{path} has checkpoint format version {checkpoint.get('format_version')}, "
@@ -131,6 +133,15 @@ def load_checkpoint(path: str, reader: str = "this project", mmap: bool = False)
     if not isinstance(checkpoint["args"], dict) or not {"hidden_size", "seed"} <= checkpoint["args"].keys():
         fail(f"{path} is damaged: its 'args' lack hidden_size or seed")
     return checkpoint
+
+
+@contextlib.contextmanager
+def restoring(path: str):
+    """A checkpoint that is ours but does not fit what it is loaded into ends in one line."""
+    try:
+        yield
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as error:
+        fail(f"{path} is damaged: it does not restore ({first_line(error)[:160]})")
 
 
 def load_policy_file(path: str, algorithm: str) -> dict:

@@ -547,7 +547,7 @@ def make_parser() -> argparse.ArgumentParser:
         epilog='example: ALGOS=ppo SEEDS="1 2" bash benchmark.sh --grid "gamma=0.99,0.995"',
     )
     add = parser.add_argument
-    add("--algos", default=env("ALGOS", "sac ppo"), help="algorithms (default: %(default)s)")
+    add("--algos", default=env("ALGOS", " ".join(ALGORITHMS)), help="algorithms (default: %(default)s)")
     add(
         "--envs",
         default=env("ENVS", DEFAULT_ENVS),

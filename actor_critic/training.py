@@ -21,6 +21,7 @@ import torch
 from actor_critic.algorithms import ALGORITHMS
 from actor_critic.checkpoints import WriteError, save_atomically
 from actor_critic.cli import fail, first_line
+from actor_critic.environments import get_env_states, make_eval_env, set_env_states
 from actor_critic.run_directory import (
     CHECKPOINT,
     FINAL_MODEL,
@@ -191,12 +192,13 @@ class Run:
             self.start_step, self.last_checkpoint_step = 0, None
         self.checkpoint_path = os.path.join(self.dir, CHECKPOINT)
         self.start_time = time.time()
-        self.writer, self.lock = None, None
+        self.writer, self.lock, self.progress, self.eval_env = None, None, None, None
         self.stop_signal: list[int] = []
         self.previous_handlers: dict = {}
 
-    def open_logs(self, global_step: int) -> None:
-        """TensorBoard (and W&B with --track) from `global_step` on; catch Ctrl-C and SIGTERM."""
+    def open_logs(self, global_step: int, total_steps: int | None = None) -> None:
+        """TensorBoard (and W&B with --track) from `global_step` on, the progress line towards
+        `total_steps` (default: --total-timesteps), the evaluation env; catch Ctrl-C and SIGTERM."""
         from torch.utils.tensorboard import SummaryWriter
 
         args = self.args
@@ -233,6 +235,9 @@ class Run:
             sig: signal.signal(sig, lambda signum, frame: self.stop_signal.append(signum))
             for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        self.progress = Progress(self.dir, total_steps or args.total_timesteps, global_step)
+        if args.eval_episodes:  # an env of its own: evaluating never disturbs the training envs
+            self.eval_env = make_eval_env(args.env_id, self.algorithm.upper(), args.capture_video)
         self.start_time = time.time()
 
     def wall_clock(self) -> float:
@@ -261,6 +266,8 @@ class Run:
             "sessions": [*self.sessions, self.session(step, device)],
         }
         try:
+            if not os.path.isdir(self.dir):  # deleted under the run: do not quietly start another
+                raise FileNotFoundError(f"the run directory {self.dir} is gone")
             os.makedirs(os.path.join(self.dir, MODELS), exist_ok=True)
             save_atomically(model, snapshot_path(self.dir, step))
             if final:
@@ -268,12 +275,15 @@ class Run:
             save_atomically({**model, "kind": "training", **training, "run": record}, self.checkpoint_path)
         except (OSError, WriteError) as error:
             self.close()
-            reason = str(error) if isinstance(error, WriteError) else f"cannot write in {self.dir}: {error}"
+            if isinstance(error, WriteError | FileNotFoundError):
+                reason = str(error)
+            else:
+                reason = f"cannot write in {self.dir}: {first_line(error)}"
             fail(f"{reason}; training stopped. Last good checkpoint: {self.last_good_checkpoint()}")
         self.last_checkpoint_step = step
 
     def last_good_checkpoint(self) -> str:
-        if self.last_checkpoint_step is None:
+        if self.last_checkpoint_step is None or not os.path.exists(self.checkpoint_path):
             return "none"
         return f"{self.checkpoint_path} (step {self.last_checkpoint_step})"
 
@@ -282,10 +292,31 @@ class Run:
         self.close()  # an in-process caller (a notebook, a test) gets its Ctrl-C back
         fail(f"non-finite {what}; training stopped. Last good checkpoint: {self.last_good_checkpoint()}")
 
-    def evaluate(self, policy: Callable, env: gym.Env, global_step: int, log: bool = True) -> tuple:
-        """--eval-episodes seeded episodes of `policy`, logged (unless not `log`); with
-        --capture-video, the first one's video. Returns the mean and std of the returns."""
-        args = self.args
+    def evaluation_due(self, global_step: int, step_size: int, finished: bool) -> bool:
+        """Did the last `step_size` steps pass a multiple of --eval-every (or end the run)?"""
+        return self.eval_env is not None and (
+            crossed(global_step, step_size, self.args.eval_every) or finished
+        )
+
+    def checkpoint_due(self, global_step: int, step_size: int, finished: bool) -> bool:
+        """A multiple of --checkpoint-every passed, the run ended, or a Ctrl-C or SIGTERM asks."""
+        return (
+            crossed(global_step, step_size, self.args.checkpoint_every) or finished or bool(self.stop_signal)
+        )
+
+    def report(
+        self, global_step: int, episodes: Episodes, last_eval: tuple | None, finished: bool, envs
+    ) -> None:
+        """The progress line (every 10 s, and progress.json); after a Ctrl-C or SIGTERM, the exit."""
+        last_mean = last_eval[0] if last_eval else None
+        self.progress.update(global_step, episodes, last_mean, finished or bool(self.stop_signal))
+        if not finished:
+            self.exit_if_signalled(global_step, envs)
+
+    def evaluate(self, policy: Callable, global_step: int, log: bool = True) -> tuple:
+        """--eval-episodes seeded episodes of `policy` on the evaluation env, logged (unless not
+        `log`); with --capture-video, the first one's video. Returns the returns' mean and std."""
+        args, env = self.args, self.eval_env
         video = args.capture_video and log
         returns, frames = evaluate(policy, env, args.eval_episodes, args.seed + 100_000, video)
         mean, std = float(np.mean(returns)), float(np.std(returns))
@@ -352,12 +383,32 @@ class Run:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
+            self.eval_env = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
         for sig, handler in self.previous_handlers.items():
             signal.signal(sig, handler)
         self.previous_handlers = {}
+
+
+def envs_state(envs, episodes: Episodes) -> dict:
+    """What a loop state saves of its envs: the episodes under way, and every env's simulator
+    state (so a resumed run continues the very same episodes)."""
+    return {**episodes.state_dict(), "env_states": get_env_states(envs)}
+
+
+def restore_envs(envs, saved: dict, episodes: Episodes, env_id: str) -> bool:
+    """The envs and the episodes where envs_state left them. False where an env's state cannot be
+    restored (AsyncVectorEnv, an env that is neither MuJoCo nor classic control): the caller resets
+    the envs, and the resumed episodes start afresh."""
+    restored = set_env_states(envs, saved["env_states"], saved["prev_done"].numpy())
+    episodes.load_state_dict(saved, episodes_too=restored)
+    if not restored:
+        print(f"note: the state of {env_id} cannot be saved here; resumed episodes start afresh")
+    return restored
 
 
 class Progress:

@@ -8,7 +8,7 @@ work tree, on this machine, in child processes with one thread each; then once m
 reference, stopped with SIGTERM after its first checkpoint and resumed by this work tree (the
 reference's checkpoint files must resume, exactly). The final evaluation
 (summary.json) and every tensor and value of final_model.pt and checkpoint.pt (networks,
-optimizers, RNG states, the saved rollout; the settings and the wall clock aside) must be equal
+optimizers, RNG states, the saved loop state; the settings and the wall clock aside) must be equal
 to the last bit. Floating-point results differ between CPUs, so references are never stored:
 both sides are computed side by side, here and now. Exit status 0 only if every run matches.
 """
@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from actor_critic.run_directory import CHECKPOINT, FINAL_MODEL, SUMMARY
 
 REPO = Path(__file__).resolve().parent.parent
 # The last commit before the scripts were split into algorithm files and plumbing.py (issue 23),
@@ -114,9 +116,9 @@ def fingerprint_run(run_dir: Path) -> dict:
 
     from actor_critic.checkpoints import upgrade
 
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / SUMMARY).read_text())
     result = {"final_eval": (summary["final_eval_mean"], summary["final_eval_std"])}
-    for name in ("final_model.pt", "checkpoint.pt"):
+    for name in (FINAL_MODEL, CHECKPOINT):
         # Both sides in today's format version: a file of an older one is upgraded as it is
         # when loaded for use (the same numbers, moved).
         checkpoint = torch.load(run_dir / name, map_location="cpu", weights_only=True)
@@ -133,7 +135,7 @@ def stopped_after_first_checkpoint(tree: Path, config: list[str], runs_dir: Path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    checkpoint = runs_dir / "run" / "checkpoint.pt"
+    checkpoint = runs_dir / "run" / CHECKPOINT
     while not checkpoint.exists():
         if process.poll() is not None:
             raise SystemExit(f"error: the run in {tree} ended before its first checkpoint")
@@ -148,7 +150,7 @@ def compare(name: str, ref: dict, new: dict) -> bool:
     print(f"{name}: final evaluation {ref['final_eval']} (reference) vs {new['final_eval']} (this tree)")
     if ref["final_eval"] != new["final_eval"]:
         same = False
-    for file in ("final_model.pt", "checkpoint.pt"):
+    for file in (FINAL_MODEL, CHECKPOINT):
         a, b = ref[file], new[file]
         differ = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
         print(f"  {file}: {len(a)} leaves, {len(differ)} differ" + (f": {differ[:8]}" if differ else ""))

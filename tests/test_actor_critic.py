@@ -493,3 +493,28 @@ def test_a_non_finite_stop_gives_back_the_signal_handlers(tmp_path):
 
 def test_huge_integers_are_checked_without_overflow():
     cli.check_numbers(Numbers(count=10**400), positive=("count",))
+
+
+def test_the_v4_deprecation_notice_stays_silent():
+    # Gymnasium puts its own DeprecationWarning filter in front when it is first imported; the
+    # package's filter must come after it, whichever module a script imports first.
+    for first in ("actor_critic.cli", "sac_continuous"):
+        code = f"import {first}, gymnasium; gymnasium.make('InvertedPendulum-v4').close()"
+        result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0 and "out of date" not in result.stderr, (first, result.stderr)
+
+
+def test_a_run_directory_deleted_under_a_run_stops_it_in_one_line(tmp_path):
+    # Without the check, the next save would quietly make a new, empty folder and carry on there.
+    import shutil
+
+    args = sac_continuous.Args(runs_dir=str(tmp_path), run_name="r", env_id="Pendulum-v1", eval_episodes=0)
+    run = training.Run(args, "sac", None)
+    run.open_logs(0)
+    shutil.rmtree(run.dir)
+    envs = environments.make_vector_env("Pendulum-v1", 1, "SAC")
+    model = checkpoints.policy_record(args, "sac", envs, 100, actor={})
+    envs.close()
+    message = error_of(run.save, model, {}, False, torch.device("cpu"))
+    assert f"the run directory {run.dir} is gone; training stopped. Last good checkpoint: none" in message
+    assert not os.path.exists(run.dir)
