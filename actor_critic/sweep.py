@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from types import ModuleType
 
-from actor_critic import cli, run_directory
+from actor_critic import cli, run_directory, training
 from actor_critic.algorithms import ALGORITHMS, REPO_ROOT
 from actor_critic.cli import fail
 from actor_critic.run_directory import (
@@ -620,6 +620,8 @@ def parse_options(argv: list[str], parser: argparse.ArgumentParser | None = None
         fail("--workers, --threads and --cpus-per-task must be at least 1")
     if options.slurm and options.threads != 1:
         fail("--threads is for local runs; with --slurm, --cpus-per-task sets each task's threads")
+    if options.threads > training.available_cpus():  # each run would refuse it as it starts
+        fail(f"--threads {options.threads}: a run may use {training.available_cpus()} CPUs here")
     # Runs start in their own directories, Slurm tasks wherever Slurm puts them.
     options.runs_dir = os.path.abspath(options.runs_dir)
     if os.path.exists(options.runs_dir) and not os.path.isdir(options.runs_dir):

@@ -252,6 +252,7 @@ def test_a_label_names_the_set_flags_and_tuples_join_with_x(tmp_path):
         (["--grid", "batch-size=2000000", "--algos", "sac"], "larger than --buffer-size"),
         (["--set", "gamma=0.9,0.99"], "takes one value"),
         (["--threads", "0"], "--threads and --cpus-per-task must be at least 1"),
+        (["--threads", "100000"], "--threads 100000: a run may use"),
         (["--slurm", "--threads", "2"], "with --slurm, --cpus-per-task sets each task's threads"),
         (["--slurm", "--job-name", "my job"], "--job-name may hold no spaces, quotes or '#'"),
         (["--slurm", "--time", "1:00 #x"], "--time may hold no spaces, quotes or '#'"),
