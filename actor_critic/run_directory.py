@@ -198,9 +198,16 @@ def is_locked(path: str) -> bool:
 def write_json_atomically(record: Any, path: str, indent: int | None = None) -> None:
     """JSON through a temporary file and a rename: a reader never sees half a file."""
     tmp_path = f"{path}.tmp"
-    with open(tmp_path, "w") as f:
-        json.dump(record, f, indent=indent)
-    os.replace(tmp_path, path)
+    try:
+        with open(tmp_path, "w") as f:
+            json.dump(record, f, indent=indent)
+        os.replace(tmp_path, path)
+    except OSError:  # a full disk: no half-written file is left behind
+        try:
+            os.remove(tmp_path)
+        except OSError:
+            pass
+        raise
 
 
 def read_progress(run_dir: str) -> dict | None:

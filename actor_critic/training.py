@@ -7,6 +7,7 @@ import dataclasses
 import os
 import platform
 import signal
+import threading
 import time
 import uuid
 from collections import deque
@@ -193,6 +194,8 @@ class Run:
         self.checkpoint_path = os.path.join(self.dir, CHECKPOINT)
         self.start_time = time.time()
         self.writer, self.lock, self.progress, self.eval_env = None, None, None, None
+        self.writer_fault: OSError | None = None  # what TensorBoard's writer thread could not write
+        self.previous_excepthook = None
         self.stop_signal: list[int] = []
         self.previous_handlers: dict = {}
 
@@ -235,6 +238,7 @@ class Run:
             sig: signal.signal(sig, lambda signum, frame: self.stop_signal.append(signum))
             for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        self.previous_excepthook, threading.excepthook = threading.excepthook, self.keep_writer_fault
         self.progress = Progress(self.dir, total_steps or args.total_timesteps, global_step)
         if args.eval_episodes:  # an env of its own: evaluating never disturbs the training envs
             self.eval_env = make_eval_env(args.env_id, self.algorithm.upper(), args.capture_video)
@@ -274,13 +278,29 @@ class Run:
                 save_atomically(model, os.path.join(self.dir, FINAL_MODEL))
             save_atomically({**model, "kind": "training", **training, "run": record}, self.checkpoint_path)
         except (OSError, WriteError) as error:
-            self.close()
-            if isinstance(error, WriteError | FileNotFoundError):
-                reason = str(error)
-            else:
-                reason = f"cannot write in {self.dir}: {first_line(error)}"
-            fail(f"{reason}; training stopped. Last good checkpoint: {self.last_good_checkpoint()}")
+            self.stop_on_write_fault(error)
         self.last_checkpoint_step = step
+
+    def stop_on_write_fault(self, error: BaseException) -> NoReturn:
+        """A file of the run could not be written (a full disk, the run's folder deleted): one line
+        that says what and where the last good checkpoint is, which a resume continues from."""
+        self.close()
+        if isinstance(error, WriteError) or (isinstance(error, FileNotFoundError) and not error.filename):
+            reason = str(error)
+        elif not os.path.isdir(self.dir):
+            reason = f"the run directory {self.dir} is gone"
+        else:
+            reason = f"cannot write in {self.dir}: {getattr(error, 'strerror', None) or first_line(error)}"
+        fail(f"{reason}; training stopped. Last good checkpoint: {self.last_good_checkpoint()}")
+
+    def keep_writer_fault(self, hook_args) -> None:
+        """threading.excepthook while the run is open: TensorBoard writes from a thread of its own,
+        and a fault there (a full disk, the folder deleted) would print that thread's traceback and
+        let training go on. It is kept instead, and the loop stops on it at its next report."""
+        if isinstance(hook_args.exc_value, OSError):
+            self.writer_fault = self.writer_fault or hook_args.exc_value
+        else:
+            self.previous_excepthook(hook_args)
 
     def last_good_checkpoint(self) -> str:
         if self.last_checkpoint_step is None or not os.path.exists(self.checkpoint_path):
@@ -309,7 +329,12 @@ class Run:
     ) -> None:
         """The progress line (every 10 s, and progress.json); after a Ctrl-C or SIGTERM, the exit."""
         last_mean = last_eval[0] if last_eval else None
-        self.progress.update(global_step, episodes, last_mean, finished or bool(self.stop_signal))
+        try:
+            self.progress.update(global_step, episodes, last_mean, finished or bool(self.stop_signal))
+        except OSError as error:
+            self.stop_on_write_fault(error)
+        if self.writer_fault is not None:
+            self.stop_on_write_fault(self.writer_fault)
         if not finished:
             self.exit_if_signalled(global_step, envs)
 
@@ -382,13 +407,19 @@ class Run:
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError:  # its folder is gone (deleted under the run): nothing left to flush to
+                pass
+            self.writer = None
         if self.eval_env is not None:
             self.eval_env.close()
             self.eval_env = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+        if self.previous_excepthook is not None:
+            threading.excepthook, self.previous_excepthook = self.previous_excepthook, None
         for sig, handler in self.previous_handlers.items():
             signal.signal(sig, handler)
         self.previous_handlers = {}

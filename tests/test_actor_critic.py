@@ -512,9 +512,31 @@ def test_a_run_directory_deleted_under_a_run_stops_it_in_one_line(tmp_path):
     run = training.Run(args, "sac", None)
     run.open_logs(0)
     shutil.rmtree(run.dir)
+    run.writer.add_scalar("charts/SPS", 1.0, 100)  # TensorBoard has something to flush into the void
     envs = environments.make_vector_env("Pendulum-v1", 1, "SAC")
     model = checkpoints.policy_record(args, "sac", envs, 100, actor={})
     envs.close()
     message = error_of(run.save, model, {}, False, torch.device("cpu"))
     assert f"the run directory {run.dir} is gone; training stopped. Last good checkpoint: none" in message
     assert not os.path.exists(run.dir)
+
+
+def test_a_fault_in_tensorboards_writer_thread_stops_the_run_in_one_line(tmp_path):
+    # TensorBoard writes from a thread of its own: a full disk there must not print that thread's
+    # traceback and let training go on; the loop stops at its next report, in one line.
+    import threading
+
+    args = sac_continuous.Args(runs_dir=str(tmp_path), run_name="r", env_id="Pendulum-v1", eval_episodes=0)
+    run = training.Run(args, "sac", None)
+    hook_before = threading.excepthook
+    run.open_logs(0)
+
+    def fill_the_disk():
+        raise OSError(28, os.strerror(28))
+
+    writer_thread = threading.Thread(target=fill_the_disk)
+    writer_thread.start()
+    writer_thread.join()
+    message = error_of(run.report, 10, training.Episodes(1), None, False, None)
+    assert f"cannot write in {run.dir}: No space left on device; training stopped" in message
+    assert threading.excepthook is hook_before  # the run put it back as it closed
