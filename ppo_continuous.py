@@ -177,6 +177,17 @@ def check_args(args: Args) -> None:
     training.check_run_flags(args)
 
 
+def check_memory(args: Args, obs_dim: int, act_dim: int) -> None:
+    """Refuse now what this machine cannot hold: a rollout and its copy as a batch, and the
+    networks (weights, gradients and two Adam moments each)."""
+    step_bytes = 4 * (obs_dim + act_dim + 3) + 3  # a step of one env: float32 and bool arrays
+    rollout = f"a rollout of --num-steps {args.num_steps} x --num-envs {args.num_envs}"
+    training.check_memory(2 * args.num_steps * args.num_envs * step_bytes, rollout)
+    hidden = list(args.hidden_sizes) or [args.hidden_size] * 2
+    weights = 2 * sum(a * b for a, b in zip([obs_dim, *hidden], [*hidden, act_dim], strict=True))
+    training.check_memory(4 * 4 * weights, f"networks of --hidden-size(s) {' '.join(map(str, hidden))}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Normalization
 # ---------------------------------------------------------------------------------------------
@@ -609,11 +620,8 @@ def train(args: Args) -> dict:
     act_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
 
-    hidden = list(args.hidden_sizes) or [args.hidden_size] * 2
-    weights = 2 * sum(a * b for a, b in zip([obs_dim, *hidden], [*hidden, act_dim], strict=True))
-    training.check_memory(4 * 4 * weights, f"networks of --hidden-size(s) {' '.join(map(str, hidden))}")
-    with training.allocating(f"--hidden-size {args.hidden_size} / --hidden-sizes {args.hidden_sizes}"):
-        learner = Learner(args, obs_dim, act_dim, device)
+    check_memory(args, obs_dim, act_dim)
+    learner = Learner(args, obs_dim, act_dim, device)
     agent, optimizer = learner.agent, learner.optimizer
     obs_rms, return_rms, value_rms = learner.obs_rms, learner.return_rms, learner.value_rms
 
@@ -621,9 +629,6 @@ def train(args: Args) -> dict:
     # than a torch op, and the rollout moves to the device once, for the update. `valid` is False
     # on reset steps: they are not transitions.
     shape = (args.num_steps, args.num_envs)
-    step_bytes = 4 * (obs_dim + act_dim + 3) + 3  # a step of one env: float32 and bool arrays
-    rollout = f"a rollout of --num-steps {args.num_steps} x --num-envs {args.num_envs}"
-    training.check_memory(2 * args.num_steps * args.num_envs * step_bytes, rollout)  # its batch: a copy
     obs_buf = np.zeros((*shape, obs_dim), dtype=np.float32)
     actions_buf = np.zeros((*shape, act_dim), dtype=np.float32)
     logprobs_buf, rewards_buf, values_buf = (np.zeros(shape, dtype=np.float32) for _ in range(3))

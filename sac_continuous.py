@@ -140,6 +140,15 @@ def check_args(args: Args) -> None:
     training.check_run_flags(args)
 
 
+def check_memory(args: Args, obs_dim: int, act_dim: int) -> None:
+    """Refuse now what this machine cannot hold: the replay buffer, and the networks (weights,
+    gradients and two Adam moments each: the actor, the twin critic and its target)."""
+    row_bytes = 4 * (2 * obs_dim + act_dim + 2)  # a float32 row of the buffer
+    training.check_memory(args.buffer_size * row_bytes, f"--buffer-size {args.buffer_size}")
+    weights = (3 * (obs_dim + act_dim) + 3 * args.hidden_size) * args.hidden_size
+    training.check_memory(4 * 4 * weights, f"networks of --hidden-size {args.hidden_size}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------------
@@ -500,15 +509,9 @@ def train(args: Args) -> dict:
     run = training.Run(args, ALGORITHM, checkpoint)
     act_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], act_space.shape[0]
-    # Refused now what this machine cannot hold: the buffer, and the networks (weights, gradients
-    # and two Adam moments each: the actor and the twin critic and its target).
-    row_bytes = 4 * (2 * obs_dim + act_dim + 2)  # a float32 row of the buffer
-    training.check_memory(args.buffer_size * row_bytes, f"--buffer-size {args.buffer_size}")
-    weights = (3 * (obs_dim + act_dim) + 3 * args.hidden_size) * args.hidden_size
-    training.check_memory(4 * 4 * weights, f"networks of --hidden-size {args.hidden_size}")
-    with training.allocating(f"--hidden-size {args.hidden_size} and --buffer-size {args.buffer_size}"):
-        learner = Learner(args, obs_dim, act_dim, act_space.low, act_space.high, device)
-        rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    check_memory(args, obs_dim, act_dim)
+    learner = Learner(args, obs_dim, act_dim, act_space.low, act_space.high, device)
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     actor = learner.actor  # acting and evaluation need only the actor
 
     envs.action_space.seed(args.seed)

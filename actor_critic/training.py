@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import platform
@@ -71,17 +70,6 @@ def check_memory(nbytes: int, what: str) -> None:
         return
     if nbytes > total:
         fail(f"{what} would take {nbytes / 2**30:.1f} GiB; this machine has {total / 2**30:.1f} GiB")
-
-
-@contextlib.contextmanager
-def allocating(what: str):
-    """Memory torch cannot allocate ends in one line that names the flags to blame."""
-    try:
-        yield
-    except (MemoryError, RuntimeError) as error:
-        if isinstance(error, RuntimeError) and "allocate" not in str(error):
-            raise
-        fail(f"not enough memory for {what}")
 
 
 def set_up_torch(args: Any) -> torch.device:
