@@ -312,6 +312,8 @@ BAD_SETTINGS = {
     "ppo": [
         (dict(num_minibatches=512, num_steps=256), ["--num-minibatches 512 is larger"]),
         (dict(gae_lambda=1.5), ["--gae-lambda"]),
+        # std = exp(log std) must be a float32 number: exp(1000) is inf, and every loss NaN
+        (dict(log_std_init=1000.0), ["--log-std-init must be in [-87, 88], got 1000.0"]),
     ],
 }
 
