@@ -578,8 +578,8 @@ def save_checkpoint(run, args: Args, envs, state: LoopState, learner: Learner, f
     learned = learner.state_dict()
     policy = {"agent": learned["agent"], "obs_rms": learned["obs_rms"]}
     model = checkpoints.policy_record(args, ALGORITHM, envs, state.global_step, **policy)
-    training = {**learned, **checkpoints.rng_states(device), "loop_state": state.state_dict(envs)}
-    run.save(model, training, final, device)
+    resume_state = {**learned, **checkpoints.rng_states(device), "loop_state": state.state_dict(envs)}
+    run.save(model, resume_state, final, device)
 
 
 def restore_checkpoint(

@@ -440,14 +440,14 @@ def save_checkpoint(
     model = checkpoints.policy_record(
         args, ALGORITHM, envs, state.global_step, actor=learner.actor.state_dict()
     )
-    training = {
+    resume_state = {
         **learner.state_dict(),
         **checkpoints.rng_states(device),
         "loop_state": state.state_dict(envs),
     }
     if args.save_buffer:
-        training["buffer"] = rb.state_dict()
-    run.save(model, training, final, device)
+        resume_state["buffer"] = rb.state_dict()
+    run.save(model, resume_state, final, device)
 
 
 def restore_checkpoint(

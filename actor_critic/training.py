@@ -117,7 +117,7 @@ class Episodes:
     def recent_mean(self) -> float | None:
         return float(np.mean(self.recent)) if self.recent else None
 
-    # The keys of checkpoint format 1's "rollout" record.
+    # Keys of a checkpoint's "loop_state" record (format 1: "rollout").
     def state_dict(self) -> dict:
         return {
             "prev_done": torch.as_tensor(self.done),
@@ -246,9 +246,9 @@ class Run:
             "device": str(device),
         }
 
-    def save(self, model: dict, training: dict, final: bool, device: torch.device) -> None:
+    def save(self, model: dict, resume_state: dict, final: bool, device: torch.device) -> None:
         """models/step_N.pt and, at the end, final_model.pt (the policy); checkpoint.pt (all of it:
-        `training` holds what the algorithm needs to resume, and the run's own record is added).
+        `resume_state` holds what the algorithm needs to resume, and the run's own record is added).
         A file that cannot be written (a full disk) stops the run in one line; the last good
         checkpoint stays as it was, and resumes once the fault is mended."""
         step = model["global_step"]
@@ -259,12 +259,14 @@ class Run:
         }
         try:
             if not os.path.isdir(self.dir):  # deleted under the run: do not quietly start another
-                raise FileNotFoundError(f"the run directory {self.dir} is gone")
+                raise FileNotFoundError(self.dir)
             os.makedirs(os.path.join(self.dir, MODELS), exist_ok=True)
             save_atomically(model, snapshot_path(self.dir, step))
             if final:
                 save_atomically(model, os.path.join(self.dir, FINAL_MODEL))
-            save_atomically({**model, "kind": "training", **training, "run": record}, self.checkpoint_path)
+            save_atomically(
+                {**model, "kind": "training", **resume_state, "run": record}, self.checkpoint_path
+            )
         except (OSError, WriteError) as error:
             self.stop_on_write_fault(error)
         self.last_checkpoint_step = step
@@ -273,7 +275,7 @@ class Run:
         """A file of the run could not be written (a full disk, the run's folder deleted): one line
         that says what and where the last good checkpoint is, which a resume continues from."""
         self.close()
-        if isinstance(error, WriteError) or (isinstance(error, FileNotFoundError) and not error.filename):
+        if isinstance(error, WriteError):  # it names the file and why
             reason = str(error)
         elif not os.path.isdir(self.dir):
             reason = f"the run directory {self.dir} is gone"
