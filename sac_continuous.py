@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -82,6 +83,9 @@ class Args:
     """width of the two hidden layers of the actor and of each critic"""
     critic_layer_norm: bool = False
     """LayerNorm after each hidden layer of the critics (against value divergence; Nauman et al., 2024)"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """the update's matrix products in bf16 (weights, optimizer, losses and log-densities stay fp32;
+    needs native bf16: a CPU with avx512_bf16/AMX or an Ampere+ GPU); acting is always fp32"""
 
     # Plumbing: logging, evaluation, checkpoints.
     log_every: int = how(1_000)
@@ -171,7 +175,8 @@ class Actor(nn.Module):
         self.register_buffer("action_bias", (high_t + low_t) / 2)
 
     def mean_and_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        # .float(): under bf16 autocast the head returns bf16; the log-density is computed in fp32.
+        mean, log_std = self.head(self.trunk(obs)).float().chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         return mean, log_std
 
@@ -233,7 +238,7 @@ class TwinCritic(nn.Module):
                         gain, shift = gain.detach(), shift.detach()
                     x = torch.addcmul(shift, F.layer_norm(x, x.shape[-1:]), gain)
                 x = F.relu(x)
-        return x.squeeze(-1)
+        return x.squeeze(-1).float()  # fp32 Q-values for the losses, also under bf16 autocast
 
 
 def policy_function(
@@ -355,12 +360,13 @@ class ReplayBuffer:
 
 def update_critic(args: Args, learner: Learner, batch, alpha):
     obs, next_obs, actions, rewards, terminations = batch
-    with torch.no_grad():
+    with torch.no_grad(), training.autocast(args.precision, obs.device):
         next_actions, next_log_prob = learner.actor(next_obs)
         next_q = learner.qf_target(next_obs, next_actions).min(dim=0).values - alpha * next_log_prob
         # Only termination stops bootstrapping; a time-limit truncation is stored as not terminated.
         td_target = rewards.flatten() + args.gamma * (1 - terminations.flatten()) * next_q
-    q_values = learner.qf(obs, actions)
+    with training.autocast(args.precision, obs.device):
+        q_values = learner.qf(obs, actions)
     member_losses = (q_values - td_target).pow(2).mean(dim=1)
     qf_loss = member_losses.sum()
     learner.q_optimizer.zero_grad(set_to_none=True)
@@ -370,8 +376,9 @@ def update_critic(args: Args, learner: Learner, batch, alpha):
 
 
 def update_actor(args: Args, learner: Learner, obs, alpha):
-    actions, log_prob = learner.actor(obs)
-    q_pi = learner.qf(obs, actions, detach_params=True).min(dim=0).values
+    with training.autocast(args.precision, obs.device):
+        actions, log_prob = learner.actor(obs)
+        q_pi = learner.qf(obs, actions, detach_params=True).min(dim=0).values
     actor_loss = (alpha * log_prob - q_pi).mean()  # alpha is detached: no gradient to it here
     alpha_loss = torch.zeros((), device=obs.device)
     if args.autotune:
@@ -502,6 +509,7 @@ def train(args: Args) -> dict:
         cli.check_resume(args, checkpoint)
     check_args(args)
     device = training.set_up_torch(args)
+    training.check_precision(args.precision, device)
 
     envs = environments.make_vector_env(args.env_id, args.num_envs, needs="SAC", bounded=True)
     if checkpoint is not None:

@@ -88,6 +88,55 @@ def set_up_torch(args: Any) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------
+# Precision
+# ---------------------------------------------------------------------------------------------
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The feature flags of this CPU as /proc/cpuinfo lists them (x86 'flags', Arm 'Features');
+    empty where there is no such file."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_unsupported(device: torch.device) -> str | None:
+    """Why this device has no native bf16 arithmetic, or None where it has. Without it, bf16 is
+    emulated in fp32 and many times slower (PyTorch issue 146508): nothing to gain."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return None
+        return f"{torch.cuda.get_device_name(device)} has no native bf16 (it needs compute capability 8.0+)"
+    flags = cpu_flags()
+    if flags & {"avx512_bf16", "amx_bf16", "bf16"}:  # Zen 4+, Cooper Lake+/Sapphire Rapids+, Armv8.6
+        return None
+    return f"this CPU ({cpu_name()}) has no native bf16: no avx512_bf16, amx_bf16 or bf16 flag in /proc/cpuinfo"
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse, in one line, a precision this device cannot run at its own speed."""
+    if precision not in PRECISIONS:
+        fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+    if precision == "bf16" and (reason := bf16_unsupported(device)) is not None:
+        fail(f"--precision bf16: {reason}; use --precision fp32")
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The context the update's forward passes run in: with bf16, matrix products take bf16
+    inputs (the weights stay fp32 and are cast per product) and return bf16; the scripts turn
+    results back to fp32 before anything that decides a number's quality (losses, log-densities,
+    advantages). With fp32 it is switched off and changes nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+# ---------------------------------------------------------------------------------------------
 # Episode statistics
 # ---------------------------------------------------------------------------------------------
 
