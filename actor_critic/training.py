@@ -117,7 +117,8 @@ def bf16_unsupported(device: torch.device) -> str | None:
     flags = cpu_flags()
     if flags & {"avx512_bf16", "amx_bf16", "bf16"}:  # Zen 4+, Cooper Lake+/Sapphire Rapids+, Armv8.6
         return None
-    return f"this CPU ({cpu_name()}) has no native bf16: no avx512_bf16, amx_bf16 or bf16 flag in /proc/cpuinfo"
+    flags_wanted = "no avx512_bf16, amx_bf16 or bf16 flag in /proc/cpuinfo"
+    return f"this CPU ({cpu_name()}) has no native bf16: {flags_wanted}"
 
 
 def check_precision(precision: str, device: torch.device) -> None:
