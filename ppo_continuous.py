@@ -106,6 +106,10 @@ class Args:
     norm_value: bool = False
     """the value network predicts returns normalized by their running mean and std (rl_games'
     normalize_value); the advantages are computed in the returns' own units"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """the update's matrix products in bf16 (weights, optimizer, losses, ratios, advantages and
+    normalizers stay fp32; needs native bf16: a CPU with avx512_bf16/AMX or an Ampere+ GPU); the
+    rollout acts in fp32"""
     async_envs: bool = False
     """step each env in a subprocess of its own (Gymnasium's AsyncVectorEnv)"""
     env_workers: int = how(0)
@@ -273,7 +277,7 @@ class Agent(nn.Module):
         self.activation = activation
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
+        return self.critic(obs).squeeze(-1).float()  # fp32 for the losses, also under bf16 autocast
 
     def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None):
         """Sample (or score) an action: action, log-density, entropy, value.
@@ -281,7 +285,7 @@ class Agent(nn.Module):
         Written out rather than through torch.distributions.Normal, which validates its arguments
         and costs more than the math itself at these sizes.
         """
-        mean = self.actor_mean(obs)
+        mean = self.actor_mean(obs).float()  # the log-density in fp32, also under bf16 autocast
         log_std = self.actor_logstd.expand_as(mean)
         if action is None:
             noise = torch.randn_like(mean)
@@ -468,9 +472,10 @@ def update(args: Args, agent: Agent, optimizer, batch: list[torch.Tensor]) -> di
             order.split(args.minibatch_size) if args.minibatch_size else order.chunk(args.num_minibatches)
         )
         for minibatch in minibatches:
-            _, new_logprob, entropy, new_value = agent.get_action_and_value(
-                b_obs[minibatch], b_actions[minibatch]
-            )
+            with training.autocast(args.precision, b_obs.device):
+                _, new_logprob, entropy, new_value = agent.get_action_and_value(
+                    b_obs[minibatch], b_actions[minibatch]
+                )
             logratio = new_logprob - b_logprobs[minibatch]
             ratio = logratio.exp()
             with torch.no_grad():
@@ -608,6 +613,7 @@ def train(args: Args) -> dict:
         cli.check_resume(args, checkpoint)
     check_args(args)
     device = training.set_up_torch(args)
+    training.check_precision(args.precision, device)
     batch_size = args.num_envs * args.num_steps
     num_iterations = math.ceil(args.total_timesteps / batch_size)  # at least the steps asked for
 
