@@ -105,29 +105,28 @@ def test_ppo_bf16_log_density_and_value_are_fp32():
 
 @NEEDS_BF16
 def test_sac_bf16_resumed_with_its_buffer_ends_exactly_as_the_run_left_alone(tiny):
-    common = dict(env_id="Hopper-v4", learning_starts=200, save_buffer=True, eval_episodes=2)
-    common["precision"] = "bf16"
-    straight = tiny(run_name="straight", total_timesteps=800, **common)
+    common = dict(learning_starts=200, save_buffer=True, eval_episodes=2, precision="bf16")
+    straight = tiny(run_name="straight", total_timesteps=500, **common)
     straight_summary = sac_continuous.train(straight)
-    first = tiny(run_name="split", total_timesteps=433, **common)
+    first = tiny(run_name="split", total_timesteps=333, **common)
     sac_continuous.train(first)
     checkpoint = os.path.join(run_dir(first), "checkpoint.pt")
     # Resumed without --precision: the run's saved setting keeps bf16.
-    resumed = sac_continuous.train(cli.resume_args(sac_continuous.Args, checkpoint, total_timesteps=800))
+    resumed = sac_continuous.train(cli.resume_args(sac_continuous.Args, checkpoint, total_timesteps=500))
     a, b = load(os.path.join(run_dir(straight), "checkpoint.pt")), load(checkpoint)
-    assert b["args"]["precision"] == "bf16" and b["global_step"] == 800
+    assert b["args"]["precision"] == "bf16" and b["global_step"] == 500
     assert_same_training_state(a, b)
     assert torch.equal(a["buffer"]["storage"], b["buffer"]["storage"])
     assert resumed["final_eval_mean"] == straight_summary["final_eval_mean"]
     # bf16 is not fp32 under another name: the same run in fp32 learns other weights.
-    fp32 = tiny(run_name="fp32", total_timesteps=800, **{**common, "precision": "fp32"})
+    fp32 = tiny(run_name="fp32", total_timesteps=500, **{**common, "precision": "fp32"})
     sac_continuous.train(fp32)
     c = load(os.path.join(run_dir(fp32), "checkpoint.pt"))
     assert not torch.equal(c["actor"]["head.weight"], a["actor"]["head.weight"])
     assert a["actor"]["head.weight"].dtype == torch.float32  # the weights stay fp32
     # A resume may not change the precision: the run's numbers depend on it.
     expect_error(
-        cli.resume_args(sac_continuous.Args, checkpoint, total_timesteps=900, precision="fp32"),
+        cli.resume_args(sac_continuous.Args, checkpoint, total_timesteps=600, precision="fp32"),
         "was trained with --precision bf16, not fp32",
     )
 
