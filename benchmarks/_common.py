@@ -1,13 +1,18 @@
-"""Driver code shared by `sac_speed.py` and `ppo_speed.py` (ours vs Stable-Baselines3).
+"""Driver code shared by `sac_speed.py` and `ppo_speed.py` (ours vs Stable-Baselines3 and peers).
 
-Each benchmark keeps its own argument parser, SB3 worker and the way it builds our command and
-reads our number; this module holds what is the same in both: child processes with pinned
-thread counts, the settings and header, the alternating repeat loop, the summary and the JSON.
+Each benchmark keeps its own argument parser, workers (SB3, SBX) and the way it builds our command
+and reads our number; this module holds what is the same in both: child processes with a fixed
+thread budget (thread counts in the environment, optionally pinned to as many CPUs), the settings
+and header, the alternating repeat loop, the summary and the JSON. `run_benchmark` is the whole
+driver for one (env, threads) setting and two implementations; `sac_speed.py` builds its grid of
+settings from the same pieces (`run_repeats`, `median_sps`, `pair_ratios`, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import platform
@@ -19,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +33,8 @@ from typing import Any
 from actor_critic.run_directory import SUMMARY
 
 IMPLS = ("ours", "sb3")
+# The packages whose versions the settings record by default (JSON key: the name with "_" for "-").
+PACKAGES = ("torch", "stable-baselines3", "gymnasium", "mujoco")
 
 
 @dataclass
@@ -51,9 +58,22 @@ Runner = Callable[[argparse.Namespace, int, Path], RunResult]
 # --------------------------------------------------------------------------- arguments
 
 
-def add_driver_args(p: argparse.ArgumentParser, script: Path) -> None:
-    """Add the options both benchmarks share, from --impls on; `script` is --script's default."""
-    p.add_argument("--impls", default="ours,sb3", help="comma-separated subset of: ours,sb3")
+def add_driver_args(
+    p: argparse.ArgumentParser,
+    script: Path,
+    impls: Sequence[str] = IMPLS,
+    workers: Sequence[str] = ("sb3",),
+    pin_cpus: bool = False,
+) -> None:
+    """Add the options both benchmarks share, from --impls on; `script` is --script's default.
+
+    `impls` are the implementations --impls may name ("all", the default, is all of them, in this
+    order), `workers` the values of the internal --worker, and `pin_cpus` whether `run_child` pins
+    every child to as many CPUs as it has threads (args.pin_cpus; not an option).
+    """
+    p.add_argument(
+        "--impls", default="all", help=f"comma-separated subset of: {','.join(impls)}, or all of them"
+    )
     p.add_argument(
         "--extra-ours",
         default="",
@@ -64,42 +84,76 @@ def add_driver_args(p: argparse.ArgumentParser, script: Path) -> None:
     p.add_argument("--keep-runs", action="store_true", help="keep our script's run directories")
     p.add_argument("--child-timeout", type=float, default=3600.0, help="seconds per child run")
     p.add_argument("--verbose", action="store_true", help="show every child's output")
-    # Internal: the SB3 side runs as a child of this script.
-    p.add_argument("--worker", choices=["sb3"], default=None, help=argparse.SUPPRESS)
+    # Internal: the peers (SB3, SBX) run as children of this script.
+    p.add_argument("--worker", choices=list(workers), default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(pin_cpus=pin_cpus)
 
 
-def check_driver_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_driver_args(
+    p: argparse.ArgumentParser, args: argparse.Namespace, impls: Sequence[str] = IMPLS
+) -> None:
     """Resolve --script and split --impls in place; exit through `p.error` if --impls is bad."""
     args.script = args.script.resolve()  # children run in a temporary directory
+    if args.impls.strip() == "all":
+        args.impls = list(impls)
+        return
     args.impls = [s.strip() for s in args.impls.split(",") if s.strip()]
-    unknown = [s for s in args.impls if s not in IMPLS]
+    unknown = [s for s in args.impls if s not in impls]
     if unknown or not args.impls:
-        p.error(f"--impls must be a comma-separated subset of {','.join(IMPLS)}, got {unknown}")
+        p.error(f"--impls must be a comma-separated subset of {','.join(impls)}, got {unknown}")
 
 
 # --------------------------------------------------------------------------- child processes
 
 
-def child_env(threads: int) -> dict[str, str]:
-    """This process's environment with OMP_NUM_THREADS and MKL_NUM_THREADS set to `threads`."""
+def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with OMP_NUM_THREADS and MKL_NUM_THREADS set to `threads`,
+    then the variables in `extra`."""
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
+    env.update(extra or {})
     return env
 
 
-def run_child(cmd: list[str], cwd: Path, args: argparse.Namespace, what: str) -> float:
-    """Run one child process; return its wall time. Raise BenchmarkError if it fails."""
+def available_cpus() -> list[int] | None:
+    """The CPUs this process may run on, or None where the OS cannot say (no sched_getaffinity)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def pinned_cpus(threads: int) -> list[int] | None:
+    """The CPUs a child with `threads` threads is pinned to: the first `threads` of those this
+    process may use; None (no pinning) where that would be all of them or the OS cannot pin."""
+    cpus = available_cpus()
+    if cpus is None or threads >= len(cpus):
+        return None
+    return cpus[:threads]
+
+
+def run_child(
+    cmd: list[str],
+    cwd: Path,
+    args: argparse.Namespace,
+    what: str,
+    extra_env: dict[str, str] | None = None,
+) -> float:
+    """Run one child process with `args.threads` threads (see `child_env`, plus `extra_env`), and
+    pinned to as many CPUs if `args.pin_cpus` (see `pinned_cpus`); return its wall time. Raise
+    BenchmarkError if it fails."""
+    cpus = pinned_cpus(args.threads) if args.pin_cpus else None
     if args.verbose:
-        print(f"  $ {shlex.join(cmd)}", flush=True)
+        pinned = "" if cpus is None else f"  (pinned to CPUs {cpus})"
+        print(f"  $ {shlex.join(cmd)}{pinned}", flush=True)
     start = time.perf_counter()
     try:
         proc = subprocess.run(
             cmd,
             check=False,
             cwd=cwd,  # keeps stray files (e.g. MUJOCO_LOG.TXT) out of the repo
-            env=child_env(args.threads),
+            env=child_env(args.threads, extra_env),
+            # Pinned between fork and exec: the child, and every thread it starts, inherits it.
+            preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus),
             stdout=None if args.verbose else subprocess.PIPE,
             stderr=None if args.verbose else subprocess.STDOUT,
             text=True,
@@ -127,6 +181,36 @@ def read_our_summary(summary_path: Path, algo: str, key: str) -> dict[str, Any]:
     return json.loads(summary_path.read_text())
 
 
+def run_worker_child(
+    args: argparse.Namespace,
+    repeat: int,
+    runs_dir: Path,
+    script: Path,
+    worker: str,
+    algo: str,
+    key: str,
+    flags: list[str],
+    extra_env: dict[str, str] | None = None,
+) -> RunResult:
+    """Run `script --worker <worker>` with `flags` (and `extra_env`, see `run_child`) and read
+    the steps/s it wrote under `key`; the result's impl is `worker`."""
+    out = runs_dir / f"{worker}_{repeat}.json"
+    cmd = [
+        sys.executable,
+        str(script),
+        "--worker", worker,
+        "--worker-out", str(out),
+        "--env-id", args.env_id,
+        "--seed", str(args.seed),
+        *flags,
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    load = load_1min()
+    wall = run_child(cmd, runs_dir, args, f"{worker.upper()} {algo} (repeat {repeat + 1})", extra_env)
+    result = json.loads(out.read_text())
+    return RunResult(worker, repeat, float(result[key]), wall, load, result)
+
+
 def run_sb3_child(
     args: argparse.Namespace,
     repeat: int,
@@ -137,21 +221,7 @@ def run_sb3_child(
     flags: list[str],
 ) -> RunResult:
     """Run `script --worker sb3` with `flags` and read the steps/s it wrote under `key`."""
-    out = runs_dir / f"sb3_{repeat}.json"
-    cmd = [
-        sys.executable,
-        str(script),
-        "--worker", "sb3",
-        "--worker-out", str(out),
-        "--env-id", args.env_id,
-        "--seed", str(args.seed),
-        *flags,
-        "--threads", str(args.threads),
-    ]  # fmt: skip
-    load = load_1min()
-    wall = run_child(cmd, runs_dir, args, f"SB3 {algo} (repeat {repeat + 1})")
-    result = json.loads(out.read_text())
-    return RunResult("sb3", repeat, float(result[key]), wall, load, result)
+    return run_worker_child(args, repeat, runs_dir, script, "sb3", algo, key, flags)
 
 
 # --------------------------------------------------------------------------- machine and settings
@@ -181,9 +251,20 @@ def version(package: str) -> str:
         return "not installed"
 
 
+def machine_info(packages: Sequence[str] = PACKAGES) -> dict[str, Any]:
+    """Python's version, those of `packages` (keys with "_" for "-"), the CPU and the load."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "python": platform.python_version(),
+        **{package.replace("-", "_"): version(package) for package in packages},
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": load,
+    }
+
+
 def settings(args: argparse.Namespace, specific: dict[str, Any]) -> dict[str, Any]:
     """The run's settings and environment for the JSON; `specific` goes after "repeats"."""
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "env_id": args.env_id,
         "impls": args.impls,
@@ -193,35 +274,38 @@ def settings(args: argparse.Namespace, specific: dict[str, Any]) -> dict[str, An
         "threads": args.threads,
         "extra_ours": args.extra_ours,
         "script": str(args.script),
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "stable_baselines3": version("stable-baselines3"),
-        "gymnasium": version("gymnasium"),
-        "mujoco": version("mujoco"),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_at_start": load,
+        **machine_info(),
     }
 
 
 # --------------------------------------------------------------------------- results
 
 
+def median_sps(results: list[RunResult], impls: Sequence[str]) -> dict[str, float | None]:
+    """The median steps/s of each of `impls` (None for one without runs)."""
+    by_impl = {impl: [r.steps_per_s for r in results if r.impl == impl] for impl in impls}
+    return {impl: statistics.median(v) if v else None for impl, v in by_impl.items()}
+
+
+def pair_ratios(results: list[RunResult], a: str, b: str) -> list[float]:
+    """steps/s of `a` over that of `b` in each repeat where both ran, in repeat order."""
+    sps_a = {r.repeat: r.steps_per_s for r in results if r.impl == a}
+    sps_b = {r.repeat: r.steps_per_s for r in results if r.impl == b}
+    return [sps_a[i] / sps_b[i] for i in sorted(sps_a) if i in sps_b]
+
+
 def summarize(results: list[RunResult]) -> dict[str, Any]:
     """Median steps/s per implementation, their ratio and the per-pair (same repeat) ratios."""
-    by_impl = {impl: [r.steps_per_s for r in results if r.impl == impl] for impl in IMPLS}
-    medians = {impl: statistics.median(v) if v else None for impl, v in by_impl.items()}
-    ours = {r.repeat: r.steps_per_s for r in results if r.impl == "ours"}
-    sb3 = {r.repeat: r.steps_per_s for r in results if r.impl == "sb3"}
-    pair_ratios = [ours[i] / sb3[i] for i in sorted(ours) if i in sb3]
+    medians = median_sps(results, IMPLS)
+    pair_ratios_ = pair_ratios(results, "ours", "sb3")
     ratio = None
     if medians["ours"] is not None and medians["sb3"] is not None:
         ratio = medians["ours"] / medians["sb3"]
     return {
         "median_sps": medians,
         "ratio_of_medians": ratio,
-        "pair_ratios": pair_ratios,
-        "median_pair_ratio": statistics.median(pair_ratios) if pair_ratios else None,
+        "pair_ratios": pair_ratios_,
+        "median_pair_ratio": statistics.median(pair_ratios_) if pair_ratios_ else None,
     }
 
 
@@ -231,6 +315,67 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
 
 
 # --------------------------------------------------------------------------- driver (parent)
+
+
+def check_script(args: argparse.Namespace, impls_using_it: Sequence[str] = ("ours",)) -> bool:
+    """False, after a message, where one of `impls_using_it` runs and our script is missing."""
+    if any(impl in args.impls for impl in impls_using_it) and not args.script.is_file():
+        print(f"error: our script {args.script} does not exist (use --impls sb3?)", file=sys.stderr)
+        return False
+    return True
+
+
+def exit_on_sigterm() -> None:
+    """On SIGTERM, unwind through subprocess.run, which then kills the running child."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+@contextlib.contextmanager
+def runs_directory(args: argparse.Namespace, tmp_prefix: str) -> Iterator[Path]:
+    """A temporary directory for the children's runs, removed at the end unless --keep-runs."""
+    runs_dir = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+    try:
+        yield runs_dir
+    finally:
+        if args.keep_runs:
+            print(f"run directories kept in {runs_dir}")
+        else:
+            shutil.rmtree(runs_dir, ignore_errors=True)
+
+
+def run_repeats(
+    args: argparse.Namespace,
+    runners: dict[str, Runner],
+    runs_dir: Path,
+    impls: Sequence[str] = IMPLS,
+) -> list[RunResult]:
+    """Do `args.repeats` runs of each implementation in `args.impls`, printing each one.
+
+    The implementations run in the order of `impls`, rotated by one every repeat (with two, that
+    swaps them) to cancel slow drift in machine load. Raise BenchmarkError if a run fails.
+    """
+    order = [impl for impl in impls if impl in args.impls]
+    width = max(4, *map(len, order))
+    results: list[RunResult] = []
+    for repeat in range(args.repeats):
+        shift = repeat % len(order)
+        for impl in order[shift:] + order[:shift]:
+            r = runners[impl](args, repeat, runs_dir)
+            results.append(r)
+            load = fmt(r.load_before, ".2f")
+            print(
+                f"repeat {repeat + 1}/{args.repeats}  {impl:<{width}}  {r.steps_per_s:8.1f} steps/s"
+                f"   (child wall time {r.wall_s:.1f} s, load avg before {load})",
+                flush=True,
+            )
+    return results
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` (making its folder) and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"raw numbers written to {path}")
 
 
 def run_benchmark(
@@ -245,12 +390,9 @@ def run_benchmark(
     `header` is the title line and the benchmark's own setting lines, printed before the shared
     ones (versions, CPU, load); `specific_settings` goes into the settings (see `settings`).
     """
-    if "ours" in args.impls and not args.script.is_file():
-        print(f"error: our script {args.script} does not exist (use --impls sb3?)", file=sys.stderr)
+    if not check_script(args):
         return 1
-
-    # On SIGTERM, unwind through subprocess.run, which then kills the running child.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    exit_on_sigterm()
 
     info = settings(args, specific_settings)
     for line in header:
@@ -265,28 +407,12 @@ def run_benchmark(
         print(f"  ours: {args.script.name}{extra}")
     print(flush=True)
 
-    runs_dir = Path(tempfile.mkdtemp(prefix=tmp_prefix))
-    results: list[RunResult] = []
-    try:
-        for repeat in range(args.repeats):
-            order = list(IMPLS) if repeat % 2 == 0 else list(reversed(IMPLS))
-            for impl in (i for i in order if i in args.impls):
-                r = runners[impl](args, repeat, runs_dir)
-                results.append(r)
-                load = fmt(r.load_before, ".2f")
-                print(
-                    f"repeat {repeat + 1}/{args.repeats}  {impl:<4}  {r.steps_per_s:8.1f} steps/s"
-                    f"   (child wall time {r.wall_s:.1f} s, load avg before {load})",
-                    flush=True,
-                )
-    except BenchmarkError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep_runs:
-            print(f"run directories kept in {runs_dir}")
-        else:
-            shutil.rmtree(runs_dir, ignore_errors=True)
+    with runs_directory(args, tmp_prefix) as runs_dir:
+        try:
+            results = run_repeats(args, runners, runs_dir)
+        except BenchmarkError as e:
+            print(f"\nerror: {e}", file=sys.stderr)
+            return 1
 
     summary = summarize(results)
     med = summary["median_sps"]
@@ -298,8 +424,5 @@ def run_benchmark(
     )
 
     if args.json is not None:
-        payload = {"settings": info, "runs": [asdict(r) for r in results], "summary": summary}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        print(f"raw numbers written to {args.json}")
+        write_json(args.json, {"settings": info, "runs": [asdict(r) for r in results], "summary": summary})
     return 0
