@@ -613,7 +613,6 @@ def train(args: Args) -> dict:
         cli.check_resume(args, checkpoint)
     check_args(args)
     device = training.set_up_torch(args)
-    training.check_precision(args.precision, device)
     batch_size = args.num_envs * args.num_steps
     num_iterations = math.ceil(args.total_timesteps / batch_size)  # at least the steps asked for
 

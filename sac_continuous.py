@@ -509,7 +509,6 @@ def train(args: Args) -> dict:
         cli.check_resume(args, checkpoint)
     check_args(args)
     device = training.set_up_torch(args)
-    training.check_precision(args.precision, device)
 
     envs = environments.make_vector_env(args.env_id, args.num_envs, needs="SAC", bounded=True)
     if checkpoint is not None:

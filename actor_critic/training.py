@@ -73,7 +73,8 @@ def check_memory(nbytes: int, what: str) -> None:
 
 
 def set_up_torch(args: Any) -> torch.device:
-    """Threads, seed and device, as CleanRL sets them up."""
+    """Threads, seed and device, as CleanRL sets them up, and the precision the device must run
+    natively (check_precision)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     # NumPy's BLAS gets one thread whatever --threads says: it only multiplies the small matrices
@@ -84,6 +85,7 @@ def set_up_torch(args: Any) -> torch.device:
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    check_precision(args.precision, device)
     return device
 
 
@@ -94,17 +96,22 @@ def set_up_torch(args: Any) -> torch.device:
 PRECISIONS = ("fp32", "bf16")
 
 
-def cpu_flags() -> set[str]:
-    """The feature flags of this CPU as /proc/cpuinfo lists them (x86 'flags', Arm 'Features');
-    empty where there is no such file."""
+def cpuinfo(*keys: str) -> str | None:
+    """The value of the first line of /proc/cpuinfo that starts with one of `keys`; None where
+    there is no such line or no such file (not on Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(keys):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The feature flags of this CPU (x86 'flags', Arm 'Features'); empty where unknown."""
+    return set((cpuinfo("flags", "Features") or "").split())
 
 
 def bf16_unsupported(device: torch.device) -> str | None:
@@ -191,14 +198,7 @@ class Episodes:
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 class Run:
