@@ -139,6 +139,29 @@ def test_the_critic_target_bootstraps_unless_terminated():
     assert torch.allclose(targets, torch.tensor([[5.95, 1.0], [5.95, 1.0]]))
 
 
+def test_the_target_update_averages_without_growing_an_autograd_history(tiny, monkeypatch):
+    # The target critic must stay plain weights. Averaged in place from weights that require grad,
+    # with autograd recording, it would chain one node per update onto its history: a leak that
+    # grew a 1M-step run by gigabytes. By hand: 0 moved a quarter of the way to 1 is 0.25.
+    import sac_continuous
+
+    online, target = [torch.ones(2, 3, requires_grad=True)], [torch.zeros(2, 3)]
+    sac_continuous.update_target(target, online, 0.25)
+    assert torch.equal(target[0], torch.full((2, 3), 0.25))
+    assert target[0].grad_fn is None and not target[0].requires_grad
+
+    # And in the loop: after every update the target critic's weights have no history.
+    plain_after_update, update_target = [], sac_continuous.update_target
+
+    def checked(target_params, params, tau):
+        update_target(target_params, params, tau)
+        plain_after_update.append(all(p.grad_fn is None and not p.requires_grad for p in target_params))
+
+    monkeypatch.setattr(sac_continuous, "update_target", checked)
+    train(tiny(total_timesteps=300, learning_starts=100))
+    assert len(plain_after_update) == 200 and all(plain_after_update)
+
+
 def test_actions_stay_inside_asymmetric_bounds(tiny):
     # The env raises on any action outside low=[-3, 0.5], high=[-1, 2]; the policy and the
     # random warm-up both act, and the evaluation too.
