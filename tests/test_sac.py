@@ -142,7 +142,7 @@ def test_the_critic_target_bootstraps_unless_terminated():
 def test_the_target_update_averages_without_growing_an_autograd_history(tiny, monkeypatch):
     # The target critic must stay plain weights. Averaged in place from weights that require grad,
     # with autograd recording, it would chain one node per update onto its history: a leak that
-    # grew a 1M-step run by gigabytes. By hand: 0 moved a quarter of the way to 1 is 0.25.
+    # grew a 1M-step bf16 run by gigabytes. By hand: 0 moved a quarter of the way to 1 is 0.25.
     import sac_continuous
 
     online, target = [torch.ones(2, 3, requires_grad=True)], [torch.zeros(2, 3)]
