@@ -1,0 +1,68 @@
+"""How fast the matrix products of SAC's twin critic run on this CPU, in fp32 and in bf16.
+
+    python benchmarks/layer_matmuls.py [--threads 1] [--obs-act 23] [--hidden 256] [--batch 256]
+
+One row per layer shape of the critic (input obs+action -> hidden, hidden -> hidden, hidden -> 1)
+and per dtype: the time of one product of a batch for one critic (`mm`), for both critics at once
+as the script computes them (`baddbmm`, bias included, on a leading dimension of 2), and the
+weight-gradient product of the backward (`x^T @ grad`), each in microseconds and GFLOP/s. The
+update's time is mostly these products (docs/speed.md, "Where the time goes"); this says how close
+to the CPU's speed each one runs at these small sizes. Defaults: HalfCheetah's sizes (17 obs + 6
+actions), batch 256, 256 hidden units, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def microseconds(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...], calls: int) -> float:
+    for _ in range(calls // 10):  # warm-up: the first calls choose and prepare kernels
+        fn(*inputs)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn(*inputs)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--obs-act", type=int, default=23, help="observation + action size (critic input)")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--calls", type=int, default=2000, help="timed calls per product")
+    args = p.parse_args()
+    if min(args.threads, args.obs_act, args.hidden, args.batch, args.calls) < 1:
+        p.error("every number must be at least 1")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}; us per call (GFLOP/s)")
+    print("| dtype | layer | mm, one critic | baddbmm, two critics | weight grad, one critic |")
+    print("|---|---|---|---|---|")
+    shapes = ((args.obs_act, args.hidden), (args.hidden, args.hidden), (args.hidden, 1))
+    for dtype in (torch.float32, torch.bfloat16):
+        for fan_in, fan_out in shapes:
+            x, w = torch.randn(args.batch, fan_in, dtype=dtype), torch.randn(fan_in, fan_out, dtype=dtype)
+            xs, ws = torch.stack([x, x]), torch.stack([w, w])
+            bias = torch.randn(2, 1, fan_out, dtype=dtype)
+            grad, x_t = torch.randn(args.batch, fan_out, dtype=dtype), x.t()
+            flop = 2 * args.batch * fan_in * fan_out  # one critic's product
+            cells = []
+            for fn, inputs, critics in (
+                (torch.mm, (x, w), 1),
+                (torch.baddbmm, (bias, xs, ws), 2),
+                (torch.mm, (x_t, grad), 1),  # as autograd computes it: x transposed, not copied
+            ):
+                us = microseconds(fn, inputs, args.calls)
+                cells.append(f"{us:.1f} ({critics * flop / us / 1e3:.1f})")
+            name = "fp32" if dtype == torch.float32 else "bf16"
+            print(f"| {name} | {fan_in} -> {fan_out} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
