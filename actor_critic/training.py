@@ -198,6 +198,7 @@ class Episodes:
 
 
 def cpu_name() -> str:
+    """The CPU's model name, as runs, checkpoints and the benchmarks record it."""
     return cpuinfo("model name") or platform.processor() or platform.machine()
 
 

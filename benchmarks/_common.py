@@ -232,17 +232,6 @@ def load_1min() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def version(package: str) -> str:
     """The installed version of `package`, or "not installed"."""
     try:
@@ -253,11 +242,13 @@ def version(package: str) -> str:
 
 def machine_info(packages: Sequence[str] = PACKAGES) -> dict[str, Any]:
     """Python's version, those of `packages` (keys with "_" for "-"), the CPU and the load."""
+    from actor_critic.training import cpu_name  # imports torch: not at the top, for the parent
+
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "python": platform.python_version(),
         **{package.replace("-", "_"): version(package) for package in packages},
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "loadavg_at_start": load,
     }

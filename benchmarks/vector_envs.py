@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -75,7 +74,9 @@ def main() -> None:
         except ImportError:
             print("envpool does not import here: skipped (pip install envpool)")
             backends.remove("envpool")
-    print(f"{args.env_id}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    from actor_critic.training import cpu_name
+
+    print(f"{args.env_id}, {cpu_name()}, {os.cpu_count()} cores")
     results = {}
     for num_envs in args.num_envs:
         runs = {backend: [] for backend in backends}

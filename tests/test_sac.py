@@ -455,3 +455,23 @@ def test_critic_layer_norm_trains_is_saved_and_resumes_exactly(tiny):
     assert_same_training_state(a, b)
     for name, tensor in a["qf"].items():
         assert torch.equal(tensor, b["qf"][name]), name
+
+
+def test_update_time_benchmark_times_the_scripts_own_update():
+    # benchmarks/update_time.py calls update_critic, update_actor and update_target by name: a
+    # renamed or re-signatured update must break it here, not when someone next measures speed.
+    result = subprocess.run(
+        [sys.executable, "benchmarks/update_time.py", "--threads", "1", "--updates", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| H")]
+    assert [row[0].split()[0] for row in rows] == ["HalfCheetah", "Humanoid"], result.stdout
+    for _, threads, fp32, bf16 in rows:
+        assert threads.strip() == "1" and float(fp32) > 0, result.stdout
+        assert bf16.strip() == "-" or float(bf16) > 0, result.stdout
+    if any(row[3].strip() == "-" for row in rows):
+        assert "bf16 not timed: this CPU" in result.stdout
