@@ -34,8 +34,8 @@ def ms_per_update(precision: str, obs_dim: int, act_dim: int, updates: int) -> f
     torch.manual_seed(0)
     low, high = -np.ones(act_dim, dtype=np.float32), np.ones(act_dim, dtype=np.float32)
     learner = sac.Learner(args, obs_dim, act_dim, low, high, torch.device("cpu"))
-    rb = sac.ReplayBuffer(10_000, obs_dim, act_dim, torch.device("cpu"))
     rows = 10_000
+    rb = sac.ReplayBuffer(rows, obs_dim, act_dim, torch.device("cpu"))
     rb.add(
         torch.randn(rows, obs_dim),
         torch.randn(rows, obs_dim),
@@ -66,7 +66,7 @@ def ms_per_update(precision: str, obs_dim: int, act_dim: int, updates: int) -> f
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--updates", type=int, default=2000, help="timed updates per cell (an even number)")
+    p.add_argument("--updates", type=int, default=2000, help="timed updates per cell")
     args = p.parse_args()
     if min(args.threads) < 1 or args.updates < 2:
         p.error("threads and updates must be at least 1 and 2")
