@@ -268,7 +268,9 @@ class Run:
                 save_code=True,
             )
         # purge_step drops what a killed run logged after its last checkpoint: TensorBoard continues.
-        self.writer = SummaryWriter(self.dir, purge_step=global_step + 1 if self.resumed else None)
+        self.writer = TensorBoardWriter(
+            SummaryWriter(self.dir, purge_step=global_step + 1 if self.resumed else None), self.keep_fault
+        )
         if not self.resumed:
             table = "\n".join(f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items())
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
@@ -339,9 +341,12 @@ class Run:
         and a fault there (a full disk, the folder deleted) would print that thread's traceback and
         let training go on. It is kept instead, and the loop stops on it at its next report."""
         if isinstance(hook_args.exc_value, OSError):
-            self.writer_fault = self.writer_fault or hook_args.exc_value
+            self.keep_fault(hook_args.exc_value)
         else:
             self.previous_excepthook(hook_args)
+
+    def keep_fault(self, error: OSError) -> None:
+        self.writer_fault = self.writer_fault or error
 
     def last_good_checkpoint(self) -> str:
         if self.last_checkpoint_step is None or not os.path.exists(self.checkpoint_path):
@@ -464,6 +469,31 @@ class Run:
         for sig, handler in self.previous_handlers.items():
             signal.signal(sig, handler)
         self.previous_handlers = {}
+
+
+class TensorBoardWriter:
+    """A SummaryWriter whose writes do not raise. TensorBoard writes from a thread of its own, and
+    after a fault there (a full disk, the run's folder deleted) it raises that fault again from
+    whichever add_scalar the loop calls next, as a traceback. The fault is kept instead, like the
+    thread's own (Run.keep_writer_fault), and the loop stops on it in one line at its next report."""
+
+    def __init__(self, writer, keep_fault: Callable[[OSError], None]):
+        self.writer, self.keep_fault = writer, keep_fault
+
+    def add_scalar(self, tag: str, value, global_step: int) -> None:
+        try:
+            self.writer.add_scalar(tag, value, global_step)
+        except OSError as error:
+            self.keep_fault(error)
+
+    def add_text(self, tag: str, text: str) -> None:
+        try:
+            self.writer.add_text(tag, text)
+        except OSError as error:
+            self.keep_fault(error)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def envs_state(envs, episodes: Episodes) -> dict:

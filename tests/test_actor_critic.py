@@ -512,13 +512,34 @@ def test_a_run_directory_deleted_under_a_run_stops_it_in_one_line(tmp_path):
     run = training.Run(args, "sac", None)
     run.open_logs(0)
     shutil.rmtree(run.dir)
-    run.writer.add_scalar("charts/SPS", 1.0, 100)  # TensorBoard has something to flush into the void
+    run.writer.add_scalar("charts/SPS", 1.0, 100)  # TensorBoard has something to write into the void
     envs = environments.make_vector_env("Pendulum-v1", 1, "SAC")
     model = checkpoints.policy_record(args, "sac", envs, 100, actor={})
     envs.close()
     message = error_of(run.save, model, {}, False, torch.device("cpu"))
     assert f"the run directory {run.dir} is gone; training stopped. Last good checkpoint: none" in message
     assert not os.path.exists(run.dir)
+
+
+def test_tensorboards_writer_thread_fault_raised_again_at_the_next_write_stops_the_run_in_one_line(tmp_path):
+    # TensorBoard's thread fails to write into a deleted folder and keeps the error, raising it
+    # again from the loop's next add_scalar: that must not escape as a traceback.
+    import shutil
+
+    args = sac_continuous.Args(runs_dir=str(tmp_path), run_name="r", env_id="Pendulum-v1", eval_episodes=0)
+    run = training.Run(args, "sac", None)
+    run.open_logs(0)
+    shutil.rmtree(run.dir)
+    run.writer.add_scalar("charts/SPS", 1.0, 100)
+    deadline = time.time() + 30
+    while run.writer_fault is None and time.time() < deadline:  # the thread writes it, and fails
+        time.sleep(0.05)
+    assert isinstance(run.writer_fault, FileNotFoundError)
+    with pytest.raises(FileNotFoundError):  # what the bare SummaryWriter does at the next write
+        run.writer.writer.add_scalar("charts/SPS", 2.0, 200)
+    run.writer.add_scalar("charts/SPS", 2.0, 200)  # kept, not raised
+    message = error_of(run.report, 200, training.Episodes(1), None, False, None)
+    assert f"the run directory {run.dir} is gone; training stopped. Last good checkpoint: none" in message
 
 
 def test_a_fault_in_tensorboards_writer_thread_stops_the_run_in_one_line(tmp_path):
