@@ -398,6 +398,26 @@ def update_target(target_params: list[torch.Tensor], params: list[torch.Tensor],
     torch._foreach_lerp_(target_params, params, tau)
 
 
+def update(args: Args, learner: Learner, rb: ReplayBuffer, update_count: int, qf_params, qf_target_params):
+    """One learning step of the loop: a batch, the critic's update, the actor's every
+    policy_frequency steps (as many times, to make up for the delay, as in TD3/CleanRL), the target
+    average. Returns the losses as tensors, whether they are finite (one bool tensor, read later,
+    not here: no host sync), and the entropy coefficient the step used."""
+    alpha = learner.log_alpha.exp().detach()
+    batch = rb.sample(args.batch_size)
+    q_values, member_losses, qf_loss = update_critic(args, learner, batch, alpha)
+    losses = {"q_values": q_values, "member_losses": member_losses, "qf_loss": qf_loss}
+    finite = torch.isfinite(qf_loss)
+    if update_count % args.policy_frequency == 0:
+        for _ in range(args.policy_frequency):
+            actor_loss, alpha_loss = update_actor(args, learner, batch[0], alpha)
+            losses |= {"actor_loss": actor_loss, "alpha_loss": alpha_loss}
+            finite = finite & torch.isfinite(actor_loss)
+    if update_count % args.target_network_frequency == 0:
+        update_target(qf_target_params, qf_params, args.tau)
+    return losses, finite, alpha
+
+
 def log_losses(writer, args: Args, losses: dict, alpha: torch.Tensor, global_step: int, sps: int) -> None:
     q_values, member_losses = losses["q_values"], losses["member_losses"]
     writer.add_scalar("losses/qf1_values", q_values[0].mean().item(), global_step)
@@ -573,18 +593,10 @@ def train(args: Args) -> dict:
         # ----- learn: one critic update per vector step, the actor's delayed -----
         if state.global_step > state.learning_starts_at:
             update_start = update_start or (time.time(), state.global_step - args.num_envs)
-            alpha = learner.log_alpha.exp().detach()
-            batch = rb.sample(args.batch_size)
-            q_values, member_losses, qf_loss = update_critic(args, learner, batch, alpha)
-            losses |= {"q_values": q_values, "member_losses": member_losses, "qf_loss": qf_loss}
-            finite = torch.isfinite(qf_loss)
-            if state.update_count % args.policy_frequency == 0:
-                for _ in range(args.policy_frequency):  # compensate for the delay, as in TD3/CleanRL
-                    actor_loss, alpha_loss = update_actor(args, learner, batch[0], alpha)
-                    losses |= {"actor_loss": actor_loss, "alpha_loss": alpha_loss}
-                    finite = finite & torch.isfinite(actor_loss)
-            if state.update_count % args.target_network_frequency == 0:
-                update_target(qf_target_params, qf_params, args.tau)
+            step_losses, finite, alpha = update(
+                args, learner, rb, state.update_count, qf_params, qf_target_params
+            )
+            losses |= step_losses  # the actor's losses stay from its last (delayed) update
             finite_log[state.update_count % len(finite_log)] = finite
             state.update_count += 1
             if state.update_count % len(finite_log) == 0:

@@ -4,7 +4,7 @@
 
 One row per env size (HalfCheetah: 17 obs, 6 actions; Humanoid: 376 obs, 17 actions) and
 thread count: milliseconds per update, in each precision. An update is what the training loop
-does per step once learning starts, with the script's own functions and default settings: sample
+does per step once learning starts, the script's own `update` at its default settings: sample
 a batch of 256 from the buffer, `update_critic`, every second update `update_actor` twice
 (`--policy-frequency 2`), `update_target`. The buffer holds random rows: the values do not change
 the time of these dense products. Environment stepping, acting, logging and evaluation are left
@@ -44,22 +44,11 @@ def ms_per_update(precision: str, obs_dim: int, act_dim: int, updates: int) -> f
         torch.zeros(rows),
     )
     qf_params, qf_target_params = list(learner.qf.parameters()), list(learner.qf_target.parameters())
-
-    def one_update(count: int) -> None:
-        alpha = learner.log_alpha.exp().detach()
-        batch = rb.sample(args.batch_size)
-        sac.update_critic(args, learner, batch, alpha)
-        if count % args.policy_frequency == 0:
-            for _ in range(args.policy_frequency):
-                sac.update_actor(args, learner, batch[0], alpha)
-        if count % args.target_network_frequency == 0:
-            sac.update_target(qf_target_params, qf_params, args.tau)
-
     for count in range(max(updates // 10, 2 * args.policy_frequency)):  # warm-up: kernels, allocator
-        one_update(count)
+        sac.update(args, learner, rb, count, qf_params, qf_target_params)
     start = time.perf_counter()
-    for count in range(updates):
-        one_update(count)
+    for count in range(updates):  # the training loop's own learning step, nothing else
+        sac.update(args, learner, rb, count, qf_params, qf_target_params)
     return (time.perf_counter() - start) / updates * 1e3
 
 

@@ -458,8 +458,8 @@ def test_critic_layer_norm_trains_is_saved_and_resumes_exactly(tiny):
 
 
 def test_update_time_benchmark_times_the_scripts_own_update():
-    # benchmarks/update_time.py calls update_critic, update_actor and update_target by name: a
-    # renamed or re-signatured update must break it here, not when someone next measures speed.
+    # benchmarks/update_time.py calls the training loop's `update` by name: a renamed or
+    # re-signatured update must break it here, not when someone next measures speed.
     result = subprocess.run(
         [sys.executable, "benchmarks/update_time.py", "--threads", "1", "--updates", "4"],
         cwd=REPO,
