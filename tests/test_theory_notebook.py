@@ -133,7 +133,7 @@ def test_a_quote_that_no_longer_matches_is_caught():
     )
     broken = broken_citations(notebook)
     assert sum("has no line: td_target = rewards.flatten() + gamma *" in message for message in broken) >= 1
-    assert "sac_continuous.py, train has no line: alpha = learner.log_alpha.exp()" in broken
+    assert "sac_continuous.py, update has no line: alpha = learner.log_alpha.exp()" in broken
     assert any("has no function no_such_function" in message for message in broken)
     assert any("no_such_file.py does not exist" in message for message in broken)
     assert len(broken) == quoted + 2
