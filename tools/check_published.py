@@ -5,7 +5,7 @@
 Each finished run's final_model.pt is scored by enjoy.py's own scoring function (its algorithm's
 loader, the run's own evaluation seeds, deterministic policy, no drawing), and the mean return must
 equal summary.json's final_eval_mean exactly. Exit status 0 only if every run matches. It takes a few
-minutes (65 runs, 10 episodes each).
+minutes (10 episodes per published run).
 
 Exactly, that is, on the kind of CPU that ran the final evaluation: another kind rounds the
 policy's arithmetic differently, and a chaotic episode then drifts to another return. A line that
