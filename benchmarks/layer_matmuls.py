@@ -7,8 +7,10 @@ and per dtype: the time of one product of a batch for one critic (`mm`), for bot
 as the script computes them (`baddbmm`, bias included, on a leading dimension of 2), and the
 weight-gradient product of the backward (`x^T @ grad`), each in microseconds and GFLOP/s. The
 update's time is mostly these products (docs/speed.md, "Where the time goes"); this says how close
-to the CPU's speed each one runs at these small sizes. Defaults: HalfCheetah's sizes (17 obs + 6
-actions), batch 256, 256 hidden units, one thread.
+to the CPU's speed each one runs at these small sizes. A second table times the elementwise work
+around the hidden layer's product, both critics at once: the ReLU of its output, the ReLU's
+backward, and in bf16 the cast of its fp32 weight that autocast adds to every forward pass.
+Defaults: HalfCheetah's sizes (17 obs + 6 actions), batch 256, 256 hidden units, one thread.
 """
 
 from __future__ import annotations
@@ -62,6 +64,20 @@ def main() -> None:
                 cells.append(f"{us:.1f} ({critics * flop / us / 1e3:.1f})")
             name = "fp32" if dtype == torch.float32 else "bf16"
             print(f"| {name} | {fan_in} -> {fan_out} | " + " | ".join(cells) + " |")
+    print(f"\nus per call, both critics' hidden layer (2x{args.batch}x{args.hidden} activations)")
+    print("| dtype | ReLU | ReLU backward | cast of the fp32 weight |")
+    print("|---|---|---|---|")
+    weight = torch.randn(2, args.hidden, args.hidden)
+    for dtype in (torch.float32, torch.bfloat16):
+        activations = torch.randn(2, args.batch, args.hidden, dtype=dtype)
+        grad = torch.randn_like(activations)
+        relu = microseconds(torch.relu, (activations,), args.calls)
+        relu_backward = microseconds(torch.ops.aten.threshold_backward, (grad, activations, 0), args.calls)
+        cast = "-"  # fp32 products use the weight as it is
+        if dtype == torch.bfloat16:
+            cast = f"{microseconds(lambda w: w.to(torch.bfloat16), (weight,), args.calls):.1f}"
+        name = "fp32" if dtype == torch.float32 else "bf16"
+        print(f"| {name} | {relu:.1f} | {relu_backward:.1f} | {cast} |")
 
 
 if __name__ == "__main__":

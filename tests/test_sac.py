@@ -457,17 +457,60 @@ def test_critic_layer_norm_trains_is_saved_and_resumes_exactly(tiny):
         assert torch.equal(tensor, b["qf"][name]), name
 
 
+def test_update_time_compile_times_a_compiled_update_and_puts_the_eager_one_back():
+    # docs/speed.md quotes `update_time.py --compile`: the compiled cell must really run compiled
+    # graphs, and the script's own functions must be back in place for the eager cells after it.
+    import sac_continuous as sac
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import update_time
+
+    try:
+        torch._dynamo.utils.counters.clear()
+        assert update_time.ms_per_update("fp32", 5, 2, 2, hidden_size=8, batch_size=8, compiled=True) > 0
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the critic's and the actor's
+        assert sac.update_critic is not update_time.EAGER[0]
+        assert update_time.ms_per_update("fp32", 5, 2, 2, hidden_size=8, batch_size=8) > 0
+        assert (sac.update_critic, sac.update_actor) == update_time.EAGER
+    finally:
+        sac.update_critic, sac.update_actor = update_time.EAGER
+        sys.path.remove(os.path.join(REPO, "benchmarks"))
+        torch._dynamo.reset()
+
+
+def test_layer_matmuls_benchmark_prints_both_tables():
+    # benchmarks/layer_matmuls.py is quoted in docs/speed.md: it must run, and time every row.
+    result = subprocess.run(
+        [sys.executable, "benchmarks/layer_matmuls.py", "--calls", "10", "--hidden", "8", "--batch", "16"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith(("| fp32", "| bf16"))]
+    products, elementwise = rows[:6], rows[6:]
+    assert [row[1].strip() for row in products] == ["23 -> 8", "8 -> 8", "8 -> 1"] * 2, result.stdout
+    assert "2x16x8 activations" in result.stdout and len(elementwise) == 2, result.stdout
+    times = [cell for row in products for cell in row[2:]] + [cell for row in elementwise for cell in row[1:]]
+    assert times[-1].strip() != "-", result.stdout  # bf16's cast is timed
+    assert all(cell.strip() == "-" or float(cell.split()[0]) > 0 for cell in times), result.stdout
+
+
 def test_update_time_benchmark_times_the_scripts_own_update():
     # benchmarks/update_time.py calls the training loop's `update` by name: a renamed or
     # re-signatured update must break it here, not when someone next measures speed.
     result = subprocess.run(
-        [sys.executable, "benchmarks/update_time.py", "--threads", "1", "--updates", "4"],
+        [sys.executable, "benchmarks/update_time.py", "--threads", "1", "--updates", "4"]
+        + ["--hidden-size", "8", "--batch-size", "16"],  # the fixed-cost setting, and fast
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    assert "ms per update, batch 16, 8x8" in result.stdout, result.stdout
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| H")]
     assert [row[0].split()[0] for row in rows] == ["HalfCheetah", "Humanoid"], result.stdout
     for _, threads, fp32, bf16 in rows:
