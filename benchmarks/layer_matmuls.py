@@ -5,12 +5,13 @@
 One row per layer shape of the critic (input obs+action -> hidden, hidden -> hidden, hidden -> 1)
 and per dtype: the time of one product of a batch for one critic (`mm`), for both critics at once
 as the script computes them (`baddbmm`, bias included, on a leading dimension of 2), and the
-weight-gradient product of the backward (`x^T @ grad`), each in microseconds and GFLOP/s. The
-update's time is mostly these products (docs/speed.md, "Where the time goes"); this says how close
-to the CPU's speed each one runs at these small sizes. A second table times the elementwise work
-around the hidden layer's product, both critics at once: the ReLU of its output, the ReLU's
-backward, and in bf16 the cast of its fp32 weight that autocast adds to every forward pass.
-Defaults: HalfCheetah's sizes (17 obs + 6 actions), batch 256, 256 hidden units, one thread.
+weight-gradient product of the backward (`x^T @ grad`), each in microseconds and GFLOP/s: how
+close to the CPU's speed each one runs at these small sizes. Whether they are most of an update's
+time depends on the CPU and the precision (docs/speed.md, "Where the time goes"). A second table
+times the elementwise work around the hidden layer's product, both critics at once: the ReLU of
+its output, the ReLU's backward, and in bf16 the cast of its fp32 weight that autocast adds to
+every forward pass. Defaults: HalfCheetah's sizes (17 obs + 6 actions), batch 256, 256 hidden
+units, one thread.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ compiled afresh for each cell; the compilation is left out of the time.
 
 `--hidden-size 8 --batch-size 8` times the same update on networks and a batch so small that their
 arithmetic is negligible: what is left is the update's fixed cost, the several hundred small
-operations around the products (dispatch, autograd, casts, optimizer calls), which a compiled
+operations around the products (Python, dispatch, autograd, casts, optimizer calls), which a compiled
 update does not pay.
 """
 
@@ -94,9 +94,9 @@ def main() -> None:
     for name, (obs_dim, act_dim) in SIZES.items():
         for threads in args.threads:
             torch.set_num_threads(threads)
-            sizes = (obs_dim, act_dim, args.updates, args.hidden_size, args.batch_size, args.compile)
-            fp32 = ms_per_update("fp32", *sizes)
-            bf16 = "-" if no_bf16 else f"{ms_per_update('bf16', *sizes):.1f}"
+            cell = (obs_dim, act_dim, args.updates, args.hidden_size, args.batch_size, args.compile)
+            fp32 = ms_per_update("fp32", *cell)
+            bf16 = "-" if no_bf16 else f"{ms_per_update('bf16', *cell):.1f}"
             print(f"| {name} ({obs_dim} obs, {act_dim} actions) | {threads} | {fp32:.1f} | {bf16} |")
     if no_bf16:
         print(f"bf16 not timed: {no_bf16}")
