@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 
+DTYPES = (("fp32", torch.float32), ("bf16", torch.bfloat16))
+
 
 def microseconds(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...], calls: int) -> float:
     for _ in range(calls // 10):  # warm-up: the first calls choose and prepare kernels
@@ -48,7 +50,7 @@ def main() -> None:
     print("| dtype | layer | mm, one critic | baddbmm, two critics | weight grad, one critic |")
     print("|---|---|---|---|---|")
     shapes = ((args.obs_act, args.hidden), (args.hidden, args.hidden), (args.hidden, 1))
-    for dtype in (torch.float32, torch.bfloat16):
+    for name, dtype in DTYPES:
         for fan_in, fan_out in shapes:
             x, w = torch.randn(args.batch, fan_in, dtype=dtype), torch.randn(fan_in, fan_out, dtype=dtype)
             xs, ws = torch.stack([x, x]), torch.stack([w, w])
@@ -63,13 +65,12 @@ def main() -> None:
             ):
                 us = microseconds(fn, inputs, args.calls)
                 cells.append(f"{us:.1f} ({critics * flop / us / 1e3:.1f})")
-            name = "fp32" if dtype == torch.float32 else "bf16"
             print(f"| {name} | {fan_in} -> {fan_out} | " + " | ".join(cells) + " |")
     print(f"\nus per call, both critics' hidden layer (2x{args.batch}x{args.hidden} activations)")
     print("| dtype | ReLU | ReLU backward | cast of the fp32 weight |")
     print("|---|---|---|---|")
     weight = torch.randn(2, args.hidden, args.hidden)
-    for dtype in (torch.float32, torch.bfloat16):
+    for name, dtype in DTYPES:
         activations = torch.randn(2, args.batch, args.hidden, dtype=dtype)
         grad = torch.randn_like(activations)
         relu = microseconds(torch.relu, (activations,), args.calls)
@@ -77,7 +78,6 @@ def main() -> None:
         cast = "-"  # fp32 products use the weight as it is
         if dtype == torch.bfloat16:
             cast = f"{microseconds(lambda w: w.to(torch.bfloat16), (weight,), args.calls):.1f}"
-        name = "fp32" if dtype == torch.float32 else "bf16"
         print(f"| {name} | {relu:.1f} | {relu_backward:.1f} | {cast} |")
 
 
